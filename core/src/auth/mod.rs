@@ -1,0 +1,3 @@
+//! Credentials: symmetric keys, fixed tokens and the IoT Edge workload API.
+
+pub mod workload;
