@@ -3,10 +3,24 @@
 //! errors. Async-only on tokio; it never builds a runtime of its own.
 
 pub mod auth;
+pub mod client;
+mod driver;
 pub mod error;
+pub mod identity;
+pub mod invoke;
 pub mod message;
+pub mod options;
+pub mod retry;
+pub mod state;
+mod tls;
 pub mod validate;
 pub mod wire;
 
+pub use client::{InputMessage, Metrics, MethodRequest, ModuleClient, Twin};
 pub use error::{Error, ErrorKind, Result};
+pub use identity::ModuleIdentity;
+pub use invoke::{MethodInvocation, MethodResult};
 pub use message::{Message, SystemProperty};
+pub use options::{ClientOptions, Transport};
+pub use retry::RetryPolicy;
+pub use state::{ConnectionState, ConnectionStatus, DisconnectReason};

@@ -1,3 +1,4 @@
 //! Credentials: symmetric keys, fixed tokens and the IoT Edge workload API.
 
+pub mod credentials;
 pub mod workload;

@@ -3,6 +3,7 @@
 
 pub mod connection_string;
 pub mod encoding;
+pub mod framing;
 pub mod property_bag;
 pub mod sas;
 pub mod topic;

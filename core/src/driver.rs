@@ -1,0 +1,609 @@
+//! The connection driver: one task that owns the MQTT connection. It connects (TLS, CONNECT,
+//! subscriptions), pipelines publishes up to the in-flight window, matches PUBACKs and twin
+//! responses to their callers, hands inbound messages, methods and desired patches to their
+//! receivers, renews the SAS token by draining and reconnecting, and reconnects with backoff
+//! after a loss, resending what was not acknowledged.
+//!
+//! We drive rumqttc's packet codec ourselves rather than its `EventLoop` because a module needs
+//! per-publish acknowledgement (rumqttc's `publish` resolves on enqueue) and deferred PUBACKs
+//! tied to a connection epoch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, Subscribe, SubscribeFilter};
+use rumqttc::mqttbytes::QoS;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+
+use crate::client::{Counters, Handlers, InputMessage, MethodRequest};
+use crate::error::{Error, ErrorKind, Result};
+use crate::identity::ModuleIdentity;
+use crate::message::Message;
+use crate::options::ClientOptions;
+use crate::state::{ConnectionState, DisconnectReason};
+use crate::wire::{encoding, framing, property_bag, topic};
+
+const MAX_PACKET_BYTES: usize = 512 * 1024;
+const RENEWAL_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+const API_VERSION: &str = "2020-09-30";
+
+type Stream = TlsStream<TcpStream>;
+
+/// A request from a `ModuleClient` handle to the driver.
+pub(crate) enum Command {
+    Publish { topic: String, payload: Bytes, done: oneshot::Sender<Result<()>> },
+    Twin { request: TwinOp, done: oneshot::Sender<Result<(u16, Bytes)>> },
+    MethodResponse { rid: String, status: i64, payload: Bytes, done: oneshot::Sender<Result<()>> },
+    Ack { pkid: u16, epoch: u64 },
+    SubscribeInputs,
+    Close { done: oneshot::Sender<()> },
+}
+
+#[derive(Clone)]
+pub(crate) enum TwinOp {
+    Get,
+    PatchReported(Bytes),
+}
+
+/// How one connection ended.
+enum Ended {
+    Closed(oneshot::Sender<()>),
+    Renew,
+    Lost(DisconnectReason, String),
+}
+
+struct PendingTwin {
+    request: TwinOp,
+    done: Option<oneshot::Sender<Result<(u16, Bytes)>>>,
+}
+
+pub(crate) struct Driver {
+    identity: ModuleIdentity,
+    options: ClientOptions,
+    tls: Arc<rustls::ClientConfig>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handlers: Arc<std::sync::Mutex<Handlers>>,
+    state: watch::Sender<ConnectionState>,
+    counters: Arc<Counters>,
+    self_tx: mpsc::UnboundedSender<Command>,
+    queue: VecDeque<Command>,
+    inflight: HashMap<u16, (Publish, oneshot::Sender<Result<()>>)>,
+    twins: HashMap<String, PendingTwin>,
+    next_pkid: u16,
+    epoch: u64,
+    inputs_wanted: bool,
+    desired_version: Option<i64>,
+    out: BytesMut,
+    renewing: Option<Instant>,
+}
+
+/// What `ModuleClient` needs to start a driver.
+pub(crate) struct DriverParts {
+    pub identity: ModuleIdentity,
+    pub options: ClientOptions,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    pub self_tx: mpsc::UnboundedSender<Command>,
+    pub handlers: Arc<std::sync::Mutex<Handlers>>,
+    pub state: watch::Sender<ConnectionState>,
+    pub counters: Arc<Counters>,
+}
+
+impl Driver {
+    pub(crate) fn new(p: DriverParts) -> Self {
+        Driver {
+            identity: p.identity,
+            options: p.options,
+            tls: p.tls,
+            commands: p.commands,
+            handlers: p.handlers,
+            state: p.state,
+            counters: p.counters,
+            self_tx: p.self_tx,
+            queue: VecDeque::new(),
+            inflight: HashMap::new(),
+            twins: HashMap::new(),
+            next_pkid: 0,
+            epoch: 0,
+            inputs_wanted: false,
+            desired_version: None,
+            out: BytesMut::with_capacity(64 * 1024),
+            renewing: None,
+        }
+    }
+
+    /// Runs until closed. `first` reports the outcome of the first connection attempt.
+    pub(crate) async fn run(mut self, first: oneshot::Sender<Result<()>>) {
+        let mut first = Some(first);
+        let mut attempt = 0u32;
+        let mut down_since = Instant::now();
+        loop {
+            let connected = match tokio::time::timeout(self.options.connect_timeout, self.connect()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::timeout("connecting to the hub", self.options.connect_timeout)),
+            };
+            let (stream, token_expiry) = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(f) = first.take() {
+                        let _ = f.send(Err(e));
+                        return self.set_state(ConnectionState::disconnected(DisconnectReason::Closed));
+                    }
+                    tracing::warn!("reconnect failed: {e}");
+                    if e.kind() == ErrorKind::Unauthorized {
+                        return self.shut_down(DisconnectReason::BadCredential, e);
+                    }
+                    attempt += 1;
+                    match self.options.retry.delay(attempt, down_since.elapsed()) {
+                        Some(wait) => {
+                            if let Some(done) = self.wait_disconnected(wait).await {
+                                return self.finish_close(done);
+                            }
+                            continue;
+                        }
+                        None => return self.shut_down(DisconnectReason::RetryExpired, e),
+                    }
+                }
+            };
+            attempt = 0;
+            self.epoch += 1;
+            self.set_state(ConnectionState::connected());
+            if let Some(f) = first.take() {
+                let _ = f.send(Ok(()));
+            }
+            match self.serve(stream, token_expiry).await {
+                Ended::Closed(done) => return self.finish_close(done),
+                Ended::Renew => {
+                    self.counters.token_renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.set_state(ConnectionState::disconnected(DisconnectReason::ExpiredToken));
+                }
+                Ended::Lost(reason, why) => {
+                    tracing::info!("connection lost: {why}");
+                    self.set_state(ConnectionState::disconnected(reason));
+                    if matches!(self.options.retry, crate::retry::RetryPolicy::None) {
+                        return self.shut_down(reason, Error::new(ErrorKind::ConnectionLost, why));
+                    }
+                }
+            }
+            self.counters.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            down_since = Instant::now();
+        }
+    }
+
+    fn set_state(&self, s: ConnectionState) {
+        self.state.send_replace(s);
+    }
+
+    async fn connect(&mut self) -> Result<(Stream, u64)> {
+        let id = &self.identity;
+        let token = id.credentials.token(&id.hub_host_name, &id.device_id, &id.module_id, self.options.sas_ttl).await?;
+        let port = self.options.mqtt_port.or(id.mqtt_port).unwrap_or(8883);
+        let tcp = TcpStream::connect((id.gateway_host_name.as_str(), port)).await.map_err(|e| {
+            Error::with_source(ErrorKind::ConnectionRefused, format!("cannot reach {}:{port}", id.gateway_host_name), e)
+        })?;
+        tcp.set_nodelay(true).map_err(|e| Error::with_source(ErrorKind::Io, "setting TCP_NODELAY", e))?;
+        let name = rustls_pki_types::ServerName::try_from(id.gateway_host_name.clone())
+            .map_err(|_| Error::config(format!("'{}' is not a valid host name", id.gateway_host_name)))?;
+        let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Tls, format!("TLS with {} failed", id.gateway_host_name), e))?;
+        let mut connect = Connect::new(format!("{}/{}", id.device_id, id.module_id));
+        connect.keep_alive = self.options.keep_alive.as_secs() as u16;
+        connect.clean_session = false;
+        connect.login = Some(Login::new(self.username(), token.value));
+        let mut buf = BytesMut::new();
+        framing::encode(&Packet::Connect(connect), &mut buf).map_err(protocol)?;
+        tls.write_all(&buf).await.map_err(lost)?;
+        buf.clear();
+        loop {
+            if let Some(p) = framing::decode(&mut buf, MAX_PACKET_BYTES).map_err(protocol)? {
+                return match p {
+                    Packet::ConnAck(a) if a.code == ConnectReturnCode::Success => Ok((tls, token.expiry)),
+                    Packet::ConnAck(a) => Err(connack_error(a.code)),
+                    other => Err(Error::new(ErrorKind::Protocol, format!("expected CONNACK, got {other:?}"))),
+                };
+            }
+            if tls.read_buf(&mut buf).await.map_err(lost)? == 0 {
+                return Err(Error::new(ErrorKind::ConnectionRefused, "the hub closed the connection before CONNACK"));
+            }
+        }
+    }
+
+    fn username(&self) -> String {
+        let id = &self.identity;
+        let product = format!(
+            "edgemodule/{}{}{}",
+            env!("CARGO_PKG_VERSION"),
+            if self.options.product_info.is_empty() { "" } else { " " },
+            self.options.product_info
+        );
+        let mut u = format!(
+            "{}/{}/{}/?api-version={API_VERSION}&DeviceClientType={}",
+            id.hub_host_name,
+            id.device_id,
+            id.module_id,
+            encoding::encode(&product)
+        );
+        if let Some(m) = &self.options.model_id {
+            u.push_str(&format!("&model-id={}", encoding::encode(m)));
+        }
+        u
+    }
+
+    /// Serves one connection until it ends.
+    async fn serve(&mut self, stream: Stream, token_expiry: u64) -> Ended {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        self.on_connected();
+        let renew_at = self.renewal_instant(token_expiry);
+        let keepalive = self.options.keep_alive;
+        let mut last_read = Instant::now();
+        let mut ping = tokio::time::interval_at(Instant::now() + keepalive / 2, keepalive / 2);
+        let renew = tokio::time::sleep_until(renew_at);
+        tokio::pin!(renew);
+        self.renewing = None;
+        loop {
+            self.fill_window();
+            if let Some(started) = self.renewing {
+                if (self.inflight.is_empty() && self.twins.is_empty()) || started.elapsed() > RENEWAL_DRAIN_LIMIT {
+                    let _ = framing::encode(&Packet::Disconnect, &mut self.out);
+                    let _ = self.flush(&mut writer).await;
+                    return Ended::Renew;
+                }
+            }
+            if let Err(e) = self.flush(&mut writer).await {
+                return Ended::Lost(DisconnectReason::CommunicationError, e.to_string());
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut rbuf) => {
+                    match read {
+                        Ok(0) => return Ended::Lost(DisconnectReason::CommunicationError, "the hub closed the connection".into()),
+                        Err(e) => return Ended::Lost(DisconnectReason::CommunicationError, format!("read failed: {e}")),
+                        Ok(_) => last_read = Instant::now(),
+                    }
+                    loop {
+                        match framing::decode(&mut rbuf, MAX_PACKET_BYTES) {
+                            Ok(Some(p)) => self.on_packet(p),
+                            Ok(None) => break,
+                            Err(e) => return Ended::Lost(DisconnectReason::CommunicationError, format!("malformed packet: {e}")),
+                        }
+                    }
+                }
+                cmd = self.commands.recv() => {
+                    let Some(cmd) = cmd else { return Ended::Closed(oneshot::channel().0) };
+                    if let Some(done) = self.accept(cmd) {
+                        let _ = framing::encode(&Packet::Disconnect, &mut self.out);
+                        let _ = self.flush(&mut writer).await;
+                        return Ended::Closed(done);
+                    }
+                    while let Ok(cmd) = self.commands.try_recv() {
+                        if let Some(done) = self.accept(cmd) {
+                            let _ = framing::encode(&Packet::Disconnect, &mut self.out);
+                            let _ = self.flush(&mut writer).await;
+                            return Ended::Closed(done);
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_read.elapsed() > keepalive * 3 / 2 {
+                        return Ended::Lost(DisconnectReason::NoNetwork, "no answer from the hub within the keep-alive".into());
+                    }
+                    let _ = framing::encode(&Packet::PingReq, &mut self.out);
+                }
+                _ = &mut renew, if self.renewing.is_none() && self.identity.credentials.renewable() => {
+                    self.renewing = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn renewal_instant(&self, token_expiry: u64) -> Instant {
+        let now = crate::wire::sas::unix_now();
+        let left = Duration::from_secs(token_expiry.saturating_sub(now));
+        Instant::now() + left.saturating_sub(self.options.sas_renewal_margin)
+    }
+
+    /// After CONNACK: subscribe, resend what was not acknowledged, and resync the twin.
+    fn on_connected(&mut self) {
+        let mut filters = vec![
+            SubscribeFilter::new(topic::TWIN_RESPONSE_FILTER.into(), QoS::AtLeastOnce),
+            SubscribeFilter::new(topic::DESIRED_PATCH_FILTER.into(), QoS::AtLeastOnce),
+            SubscribeFilter::new(topic::METHODS_FILTER.into(), QoS::AtLeastOnce),
+        ];
+        if self.inputs_wanted {
+            filters.push(self.inputs_filter());
+        }
+        let pkid = self.allocate_pkid();
+        self.write(Packet::Subscribe(Subscribe { pkid, filters }));
+        let mut resend: Vec<_> = self.inflight.values().map(|(p, _)| p.clone()).collect();
+        resend.sort_by_key(|p| p.pkid);
+        for mut p in resend {
+            p.dup = true;
+            self.write(Packet::Publish(p));
+        }
+        let twins: Vec<(String, TwinOp)> = self.twins.iter().map(|(rid, t)| (rid.clone(), t.request.clone())).collect();
+        for (rid, op) in twins {
+            self.write_twin(&rid, &op);
+        }
+        self.start_resync();
+    }
+
+    fn inputs_filter(&self) -> SubscribeFilter {
+        SubscribeFilter::new(topic::inputs_filter(&self.identity.device_id, &self.identity.module_id), QoS::AtLeastOnce)
+    }
+
+    fn start_resync(&mut self) {
+        let rid = format!("resync-{}", uuid::Uuid::new_v4());
+        self.write_twin(&rid, &TwinOp::Get);
+        self.twins.insert(rid, PendingTwin { request: TwinOp::Get, done: None });
+    }
+
+    /// Takes a command; returns the close acknowledgement when it is a close.
+    fn accept(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
+        match cmd {
+            Command::Close { done } => return Some(done),
+            Command::Ack { pkid, epoch } => {
+                if epoch == self.epoch {
+                    self.write(Packet::PubAck(PubAck::new(pkid)));
+                }
+            }
+            Command::SubscribeInputs => {
+                if !self.inputs_wanted {
+                    self.inputs_wanted = true;
+                    let pkid = self.allocate_pkid();
+                    let filter = self.inputs_filter();
+                    self.write(Packet::Subscribe(Subscribe { pkid, filters: vec![filter] }));
+                }
+            }
+            other => self.enqueue(other),
+        }
+        None
+    }
+
+    fn enqueue(&mut self, cmd: Command) {
+        if self.queue.len() >= self.options.queue_bound {
+            let err = || Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
+            match cmd {
+                Command::Publish { done, .. } | Command::MethodResponse { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
+                Command::Twin { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
+                _ => {}
+            }
+            return;
+        }
+        self.queue.push_back(cmd);
+    }
+
+    /// Moves queued operations onto the wire while the window has room (and no renewal drains).
+    fn fill_window(&mut self) {
+        while self.renewing.is_none() && self.inflight.len() < self.options.max_in_flight {
+            let Some(cmd) = self.queue.pop_front() else { break };
+            match cmd {
+                Command::Publish { topic, payload, done } => {
+                    if done.is_closed() {
+                        continue; // the caller gave up before it went out: not sent at all
+                    }
+                    let pkid = self.allocate_pkid();
+                    let mut p = Publish::new(topic, QoS::AtLeastOnce, Vec::new());
+                    p.payload = payload;
+                    p.pkid = pkid;
+                    self.write(Packet::Publish(p.clone()));
+                    self.inflight.insert(pkid, (p, done));
+                    self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Command::Twin { request, done } => {
+                    let rid = uuid::Uuid::new_v4().to_string();
+                    self.write_twin(&rid, &request);
+                    self.twins.insert(rid, PendingTwin { request, done: Some(done) });
+                }
+                Command::MethodResponse { rid, status, payload, done } => {
+                    let p = Publish::new(topic::method_response_topic(status, &rid), QoS::AtMostOnce, payload.to_vec());
+                    self.write(Packet::Publish(p));
+                    let _ = done.send(Ok(()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn write_twin(&mut self, rid: &str, op: &TwinOp) {
+        let (t, body) = match op {
+            TwinOp::Get => (topic::twin_get_topic(rid), Vec::new()),
+            TwinOp::PatchReported(b) => (topic::twin_patch_reported_topic(rid), b.to_vec()),
+        };
+        self.write(Packet::Publish(Publish::new(t, QoS::AtMostOnce, body)));
+    }
+
+    fn on_packet(&mut self, packet: Packet) {
+        match packet {
+            Packet::PubAck(a) => {
+                if let Some((_, done)) = self.inflight.remove(&a.pkid) {
+                    self.counters.acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::SubAck(s) => {
+                if s.return_codes.iter().any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure)) {
+                    tracing::error!("the hub refused a subscription: {:?}", s.return_codes);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_publish(&mut self, p: Publish) {
+        if let Some(input) = topic::parse_input_topic(&p.topic) {
+            let mut msg = Message::new(p.payload.clone());
+            match property_bag::decode_pairs(input.bag) {
+                Ok(pairs) => property_bag::apply_pairs(&mut msg, pairs),
+                Err(e) => tracing::warn!("input message with a malformed property bag: {e}"),
+            }
+            msg.set_input_name(encoding::decode(input.input).or(Some(input.input.to_string())));
+            self.counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ack = (p.qos != QoS::AtMostOnce).then_some((p.pkid, self.epoch));
+            let inbound = InputMessage::new(msg, ack, self.self_tx.clone());
+            self.handlers.lock().unwrap().dispatch_input(inbound);
+        } else if let Some((status, rid)) = topic::parse_twin_response(&p.topic) {
+            if let Some(pending) = self.twins.remove(rid) {
+                match pending.done {
+                    Some(done) => {
+                        let _ = done.send(Ok((status, p.payload)));
+                    }
+                    None => self.finish_resync(status, &p.payload),
+                }
+            }
+        } else if let Some(version) = topic::parse_desired_patch_topic(&p.topic) {
+            if self.desired_version.is_none_or(|v| version > v) {
+                self.desired_version = Some(version);
+                if let Ok(patch) = serde_json::from_slice::<Value>(&p.payload) {
+                    self.handlers.lock().unwrap().dispatch_desired(patch);
+                }
+            }
+        } else if let Some((name, rid)) = topic::parse_method_request(&p.topic) {
+            let request = MethodRequest::new(name.to_string(), rid.to_string(), p.payload.clone(), self.self_tx.clone());
+            self.handlers.lock().unwrap().dispatch_method(request);
+        }
+    }
+
+    /// After a reconnect: if desired moved while we were away, deliver the whole desired
+    /// document as one patch so no change is lost.
+    fn finish_resync(&mut self, status: u16, body: &[u8]) {
+        if status != 200 {
+            return tracing::warn!("twin resync GET answered {status}");
+        }
+        let Ok(doc) = serde_json::from_slice::<Value>(body) else { return };
+        let desired = doc.get("desired").cloned().unwrap_or(Value::Null);
+        let Some(version) = crate::wire::twin::version_of(&desired) else { return };
+        match self.desired_version {
+            Some(seen) if version > seen => {
+                self.desired_version = Some(version);
+                self.handlers.lock().unwrap().dispatch_desired(desired);
+            }
+            None => self.desired_version = Some(version),
+            _ => {}
+        }
+    }
+
+    fn allocate_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid != 0 && !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    fn write(&mut self, p: Packet) {
+        if let Err(e) = framing::encode(&p, &mut self.out) {
+            tracing::error!("encoding a packet: {e}");
+        }
+    }
+
+    async fn flush(&mut self, writer: &mut WriteHalf<Stream>) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = self.out.split();
+        let write = async {
+            writer.write_all(&out).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(self.options.connect_timeout, write).await {
+            Ok(r) => r.map_err(lost),
+            Err(_) => Err(Error::new(ErrorKind::ConnectionLost, "the hub stopped reading")),
+        }
+    }
+
+    /// Waits out a backoff while still taking commands; returns a close request if one came.
+    async fn wait_disconnected(&mut self, wait: Duration) -> Option<oneshot::Sender<()>> {
+        let until = tokio::time::sleep(wait);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return None,
+                cmd = self.commands.recv() => match cmd {
+                    None => return Some(oneshot::channel().0),
+                    Some(Command::Ack { .. }) => {} // acks belong to the lost connection
+                    Some(Command::SubscribeInputs) => self.inputs_wanted = true,
+                    Some(cmd) => {
+                        if let Some(done) = self.accept(cmd) {
+                            return Some(done);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails everything that waits and stops: the client is closed.
+    fn shut_down(mut self, reason: DisconnectReason, cause: Error) {
+        let kind = cause.kind();
+        let msg = cause.display_chain();
+        self.fail_all(|| Error::new(kind, msg.clone()));
+        self.set_state(ConnectionState::disconnected(reason));
+        self.handlers.lock().unwrap().close();
+    }
+
+    fn finish_close(mut self, done: oneshot::Sender<()>) {
+        self.fail_all(|| Error::new(ErrorKind::Closed, "the client was closed"));
+        self.set_state(ConnectionState::disconnected(DisconnectReason::Closed));
+        self.handlers.lock().unwrap().close();
+        let _ = done.send(());
+    }
+
+    fn fail_all(&mut self, err: impl Fn() -> Error) {
+        for (_, (_, done)) in self.inflight.drain() {
+            let _ = done.send(Err(err()));
+        }
+        for (_, t) in self.twins.drain() {
+            if let Some(done) = t.done {
+                let _ = done.send(Err(err()));
+            }
+        }
+        self.commands.close();
+        let leftover: Vec<Command> = self.queue.drain(..).chain(std::iter::from_fn(|| self.commands.try_recv().ok())).collect();
+        for cmd in leftover {
+            match cmd {
+                Command::Publish { done, .. } | Command::MethodResponse { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
+                Command::Twin { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
+                Command::Close { done } => {
+                    let _ = done.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn connack_error(code: ConnectReturnCode) -> Error {
+    match code {
+        ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword => {
+            Error::new(ErrorKind::Unauthorized, format!("the hub refused our credentials ({code:?})"))
+        }
+        other => Error::new(ErrorKind::ConnectionRefused, format!("the hub refused the connection ({other:?})")),
+    }
+}
+
+fn protocol(e: rumqttc::mqttbytes::Error) -> Error {
+    Error::with_source(ErrorKind::Protocol, "MQTT framing", e)
+}
+
+fn lost(e: std::io::Error) -> Error {
+    Error::with_source(ErrorKind::ConnectionLost, "connection I/O failed", e)
+}

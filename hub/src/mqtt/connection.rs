@@ -1,0 +1,528 @@
+//! One module's MQTT connection: CONNECT and authentication, then a single task that reads
+//! packets, answers them in order, pumps stored deliveries to the module's inputs, and obeys
+//! commands from the rest of the hub. Owning everything in one task keeps ordering simple: the
+//! PUBACK for a routed message goes out only after the commit that stored it, and in the order
+//! the PUBLISHes came in.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use edgemodule_core::message::{Message, SystemProperty};
+use edgemodule_core::validate::MAX_MESSAGE_BYTES;
+use edgemodule_core::wire::{framing, property_bag, topic};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::QoS;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use super::auth::{authenticate, Authenticated};
+use super::permissions;
+use crate::hub::{ConnCommand, Hub, MethodOutcome};
+use crate::routes::{self, MessageSource, Sink};
+use crate::store::{NewDelivery, SessionRecord};
+use crate::writer::WriteRequest;
+
+/// Room for a 256 KB message plus its topic and property bag.
+const MAX_PACKET_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_KEEPALIVE: Duration = Duration::from_secs(600);
+
+type Reply = Pin<Box<dyn Future<Output = Vec<Packet>> + Send>>;
+
+/// Why a connection ends; logged, never sent (MQTT 3.1.1 has no reason codes after CONNACK).
+#[derive(Debug)]
+struct Close(String);
+
+/// Serves one accepted (already TLS-wrapped) stream until it closes.
+pub async fn serve<S>(hub: Arc<Hub>, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut reader, &mut rbuf)).await {
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Ok(other)) => return tracing::debug!(peer, "first packet was not CONNECT: {other:?}"),
+        Ok(Err(e)) => return tracing::debug!(peer, "before CONNECT: {e}"),
+        Err(_) => return tracing::debug!(peer, "no CONNECT within {CONNECT_TIMEOUT:?}"),
+    };
+    let (username, password) = connect.login.as_ref().map(|l| (l.username.as_str(), l.password.as_str())).unwrap_or(("", ""));
+    let auth = match authenticate(&hub, &connect.client_id, username, password) {
+        Ok(a) => a,
+        Err(why) => {
+            tracing::warn!(peer, client_id = connect.client_id, "connection refused: {why}");
+            let mut out = BytesMut::new();
+            let _ = framing::encode(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false)), &mut out);
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+                writer.write_all(&out).await?;
+                writer.shutdown().await
+            })
+            .await;
+            return;
+        }
+    };
+    let keepalive = match connect.keep_alive {
+        0 => MAX_KEEPALIVE,
+        k => (Duration::from_secs(k as u64) * 3 / 2).min(MAX_KEEPALIVE),
+    };
+    let mut conn = Connection::new(hub, auth, connect.client_id.clone(), connect.clean_session, writer, rbuf);
+    tracing::info!(peer, client_id = conn.client_id, "module connected");
+    let result = conn.run(reader, keepalive).await;
+    conn.finish();
+    match result {
+        Ok(()) => tracing::info!(client_id = conn.client_id, "module disconnected"),
+        Err(Close(why)) => tracing::info!(client_id = conn.client_id, "connection closed: {why}"),
+    }
+}
+
+async fn read_packet<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> Result<Packet, String> {
+    loop {
+        if let Some(p) = framing::decode(buf, MAX_PACKET_BYTES).map_err(|e| e.to_string())? {
+            return Ok(p);
+        }
+        if reader.read_buf(buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("closed".into());
+        }
+    }
+}
+
+struct Connection<S> {
+    hub: Arc<Hub>,
+    device: String,
+    module: String,
+    client_id: String,
+    clean_session: bool,
+    valid_until: u64,
+    writer: WriteHalf<S>,
+    rbuf: BytesMut,
+    out: BytesMut,
+    subscriptions: Vec<(String, u8)>,
+    inputs_subscribed: bool,
+    desired_subscribed: bool,
+    methods_subscribed: Arc<AtomicBool>,
+    inflight: HashMap<u16, u64>,
+    last_sent: Option<u64>,
+    next_pkid: u16,
+    replies: FuturesOrdered<Reply>,
+    acked: Vec<u64>,
+    commands: mpsc::UnboundedReceiver<ConnCommand>,
+    conn_id: u64,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
+    fn new(
+        hub: Arc<Hub>,
+        auth: Authenticated,
+        client_id: String,
+        clean_session: bool,
+        writer: WriteHalf<S>,
+        rbuf: BytesMut,
+    ) -> Self {
+        let (tx, commands) = mpsc::unbounded_channel();
+        let methods_subscribed = Arc::new(AtomicBool::new(false));
+        let conn_id = hub.register(&client_id, tx, methods_subscribed.clone());
+        Connection {
+            hub,
+            device: auth.device,
+            module: auth.module,
+            client_id,
+            clean_session,
+            valid_until: auth.valid_until,
+            writer,
+            rbuf,
+            out: BytesMut::with_capacity(16 * 1024),
+            subscriptions: Vec::new(),
+            inputs_subscribed: false,
+            desired_subscribed: false,
+            methods_subscribed,
+            inflight: HashMap::new(),
+            last_sent: None,
+            next_pkid: 0,
+            replies: FuturesOrdered::new(),
+            acked: Vec::new(),
+            commands,
+            conn_id,
+        }
+    }
+
+    async fn run(&mut self, mut reader: ReadHalf<S>, keepalive: Duration) -> Result<(), Close> {
+        let session_present = self.restore_session();
+        self.write(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)));
+        self.pump()?;
+        self.flush().await?;
+        let waker = self.hub.waker(&self.module);
+        let expiry = tokio::time::sleep(secs_until(self.valid_until));
+        tokio::pin!(expiry);
+        let idle = tokio::time::sleep(keepalive);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                read = reader.read_buf(&mut self.rbuf) => {
+                    match read {
+                        Ok(0) => return Err(Close("peer closed the connection".into())),
+                        Ok(_) => {}
+                        Err(e) => return Err(Close(format!("read failed: {e}"))),
+                    }
+                    idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
+                    if self.handle_buffered()? {
+                        return Ok(());
+                    }
+                    self.flush_acks();
+                    self.pump()?;
+                }
+                Some(packets) = self.replies.next(), if !self.replies.is_empty() => {
+                    for p in packets {
+                        self.write(p);
+                    }
+                }
+                Some(cmd) = self.commands.recv() => self.on_command(cmd)?,
+                _ = waker.notified() => self.pump()?,
+                _ = &mut idle => return Err(Close("keep-alive expired".into())),
+                _ = &mut expiry => return Err(Close("SAS token expired".into())),
+            }
+            self.flush().await?;
+        }
+    }
+
+    /// Handles every complete packet in the read buffer; true when the client said DISCONNECT.
+    fn handle_buffered(&mut self) -> Result<bool, Close> {
+        while let Some(packet) =
+            framing::decode(&mut self.rbuf, MAX_PACKET_BYTES).map_err(|e| Close(format!("malformed packet: {e}")))?
+        {
+            match packet {
+                Packet::Publish(p) => self.on_publish(p)?,
+                Packet::PubAck(a) => {
+                    if let Some(seq) = self.inflight.remove(&a.pkid) {
+                        self.acked.push(seq);
+                    }
+                }
+                Packet::Subscribe(s) => self.on_subscribe(s),
+                Packet::Unsubscribe(u) => {
+                    self.subscriptions.retain(|(f, _)| !u.topics.contains(f));
+                    self.refresh_flags();
+                    self.save_session();
+                    self.reply_now(vec![Packet::UnsubAck(UnsubAck { pkid: u.pkid })]);
+                }
+                Packet::PingReq => self.reply_now(vec![Packet::PingResp]),
+                Packet::Disconnect => return Ok(true),
+                Packet::Connect(_) => return Err(Close("second CONNECT".into())),
+                other => return Err(Close(format!("unsupported packet {other:?}"))),
+            }
+        }
+        Ok(false)
+    }
+
+    fn on_publish(&mut self, p: Publish) -> Result<(), Close> {
+        if p.qos == QoS::ExactlyOnce {
+            return Err(Close("QoS 2 is not supported".into()));
+        }
+        let ack = (p.qos == QoS::AtLeastOnce).then_some(p.pkid);
+        if let Some(events) = topic::parse_events_topic(&p.topic) {
+            if events.device != self.device || events.module != Some(self.module.as_str()) {
+                return Err(Close(format!("publish to another identity's topic '{}'", p.topic)));
+            }
+            let bag = events.bag.to_string();
+            return self.on_event(&bag, p.payload, ack);
+        }
+        if let Some(req) = topic::parse_twin_request(&p.topic) {
+            self.on_twin_request(req, &p.payload, ack);
+            return Ok(());
+        }
+        if let Some((status, rid)) = topic::parse_method_response(&p.topic) {
+            // edgeHub turns a non-integer status into 400000 (GenericBadRequest).
+            let status = status.parse::<i64>().unwrap_or(400_000);
+            let payload = (!p.payload.is_empty()).then(|| String::from_utf8_lossy(&p.payload).into_owned());
+            if !self.hub.complete_method(rid, MethodOutcome { status, payload }) {
+                tracing::debug!(client_id = self.client_id, rid, "method response for an unknown or expired request");
+            }
+            self.reply_now(ack.map(puback).into_iter().collect());
+            return Ok(());
+        }
+        Err(Close(format!("publish to a topic this module may not use: '{}'", p.topic)))
+    }
+
+    fn on_event(&mut self, bag: &str, body: bytes::Bytes, ack: Option<u16>) -> Result<(), Close> {
+        let pairs = property_bag::decode_pairs(bag).map_err(|e| Close(format!("bad property bag: {e}")))?;
+        let mut msg = Message::new(body);
+        property_bag::apply_pairs(&mut msg, pairs);
+        msg.set_system(SystemProperty::ConnectionDeviceId, Some(self.device.clone()));
+        msg.set_system(SystemProperty::ConnectionModuleId, Some(self.module.clone()));
+        if msg.wire_size() > MAX_MESSAGE_BYTES {
+            return Err(Close(format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", msg.wire_size())));
+        }
+        let source = MessageSource::Module { module: self.module.clone(), output: msg.output_name().map(str::to_string) };
+        let (deliveries, upstream) = route_message(&self.hub, &source, &msg);
+        if deliveries.is_empty() && upstream.is_empty() {
+            self.reply_now(ack.map(puback).into_iter().collect());
+            return Ok(());
+        }
+        let (done, committed) = oneshot::channel();
+        self.hub
+            .writer()
+            .send(WriteRequest::Route { deliveries, upstream, done })
+            .map_err(|_| Close("store writer stopped".into()))?;
+        self.replies.push_back(Box::pin(async move {
+            match (committed.await, ack) {
+                (Ok(Ok(())), Some(pkid)) => vec![puback(pkid)],
+                // Not stored: withhold the PUBACK so the sender keeps the message and retries.
+                _ => Vec::new(),
+            }
+        }));
+        Ok(())
+    }
+
+    fn on_twin_request(&mut self, req: topic::TwinRequest<'_>, body: &[u8], ack: Option<u16>) {
+        let hub = self.hub.clone();
+        let module = self.module.clone();
+        let mut packets: Vec<Packet> = ack.map(puback).into_iter().collect();
+        match req {
+            topic::TwinRequest::Get { rid } => {
+                let rid = rid.to_string();
+                self.replies.push_back(Box::pin(async move {
+                    let (status, body) = match hub.twin_document(&module).await {
+                        Some(doc) => (200, serde_json::to_vec(&doc).unwrap_or_default()),
+                        None => (404, Vec::new()),
+                    };
+                    packets.push(publish0(topic::twin_response_topic(status, &rid), body));
+                    packets
+                }));
+            }
+            topic::TwinRequest::PatchReported { rid } => {
+                let rid = rid.to_string();
+                let patch = serde_json::from_slice::<Value>(body).map_err(|e| e.to_string()).and_then(|v| {
+                    edgemodule_core::wire::twin::validate_reported_patch(&v)?;
+                    Ok(v)
+                });
+                self.replies.push_back(Box::pin(async move {
+                    let status = match patch {
+                        Ok(Value::Object(p)) => match hub.patch_reported(&module, &p).await {
+                            Ok(_) => 204,
+                            Err(e) => {
+                                tracing::error!(module, "reported patch not stored: {e}");
+                                500
+                            }
+                        },
+                        _ => 400,
+                    };
+                    packets.push(publish0(topic::twin_response_topic(status, &rid), Vec::new()));
+                    packets
+                }));
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, s: rumqttc::mqttbytes::v4::Subscribe) {
+        let mut codes = Vec::with_capacity(s.filters.len());
+        for f in s.filters {
+            if !permissions::may_subscribe(&self.device, &self.module, &f.path) {
+                tracing::warn!(client_id = self.client_id, filter = f.path, "subscription refused");
+                codes.push(SubscribeReasonCode::Failure);
+                continue;
+            }
+            let granted = if f.qos == QoS::AtMostOnce { 0 } else { 1 };
+            self.subscriptions.retain(|(existing, _)| *existing != f.path);
+            self.subscriptions.push((f.path, granted));
+            codes.push(SubscribeReasonCode::Success(if granted == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }));
+        }
+        self.refresh_flags();
+        self.save_session();
+        self.reply_now(vec![Packet::SubAck(SubAck::new(s.pkid, codes))]);
+    }
+
+    fn refresh_flags(&mut self) {
+        let (d, m) = (&self.device, &self.module);
+        self.inputs_subscribed = self.subscriptions.iter().any(|(f, _)| permissions::is_inputs_filter(d, m, f));
+        self.desired_subscribed = self.subscriptions.iter().any(|(f, _)| permissions::is_desired_filter(f));
+        let methods = self.subscriptions.iter().any(|(f, _)| permissions::is_methods_filter(f));
+        if methods != self.methods_subscribed.swap(methods, Ordering::AcqRel) {
+            self.hub.connection_changed();
+        }
+    }
+
+    fn on_command(&mut self, cmd: ConnCommand) -> Result<(), Close> {
+        match cmd {
+            ConnCommand::DesiredPatch { version, body } => {
+                if self.desired_subscribed {
+                    self.write(publish0(topic::desired_patch_topic(version), body));
+                }
+            }
+            ConnCommand::MethodRequest { name, rid, payload } => {
+                self.write(publish0(topic::method_request_topic(&name, &rid), payload));
+            }
+            ConnCommand::Close { reason } => return Err(Close(reason.into())),
+        }
+        Ok(())
+    }
+
+    /// Sends stored deliveries while the in-flight window has room.
+    fn pump(&mut self) -> Result<(), Close> {
+        if !self.inputs_subscribed {
+            return Ok(());
+        }
+        while self.inflight.len() < self.hub.delivery_window {
+            let room = self.hub.delivery_window - self.inflight.len();
+            let batch = self
+                .hub
+                .store
+                .pending(&self.module, self.last_sent, room, now_ms())
+                .map_err(|e| Close(format!("reading the store: {e}")))?;
+            if batch.is_empty() {
+                break;
+            }
+            for d in batch {
+                let pkid = self.allocate_pkid();
+                let mut p = Publish::new(topic::input_topic(&self.device, &self.module, &d.input, &d.bag), QoS::AtLeastOnce, Vec::new());
+                p.payload = d.body.into();
+                p.pkid = pkid;
+                self.write(Packet::Publish(p));
+                self.inflight.insert(pkid, d.seq);
+                self.last_sent = Some(d.seq);
+            }
+        }
+        Ok(())
+    }
+
+    fn allocate_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1);
+            if self.next_pkid != 0 && !self.inflight.contains_key(&self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        if !self.acked.is_empty() {
+            let seqs = std::mem::take(&mut self.acked);
+            let _ = self.hub.writer().send(WriteRequest::Ack { module: self.module.clone(), seqs });
+        }
+    }
+
+    fn reply_now(&mut self, packets: Vec<Packet>) {
+        if self.replies.is_empty() {
+            for p in packets {
+                self.write(p);
+            }
+        } else {
+            // Keep acknowledgements in the order the requests arrived.
+            self.replies.push_back(Box::pin(std::future::ready(packets)));
+        }
+    }
+
+    fn write(&mut self, packet: Packet) {
+        if let Err(e) = framing::encode(&packet, &mut self.out) {
+            tracing::error!(client_id = self.client_id, "encoding {packet:?}: {e}");
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = self.out.split();
+        let write = async {
+            self.writer.write_all(&out).await?;
+            self.writer.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Close(format!("write failed: {e}"))),
+            Err(_) => Err(Close("peer stopped reading".into())),
+        }
+    }
+
+    fn restore_session(&mut self) -> bool {
+        if self.clean_session {
+            let _ = self.hub.store.delete_session(&self.client_id);
+            return false;
+        }
+        match self.hub.store.load_session(&self.client_id) {
+            Ok(Some(s)) => {
+                self.subscriptions = s.subscriptions;
+                self.refresh_flags();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn save_session(&self) {
+        if self.clean_session {
+            return;
+        }
+        let record = SessionRecord { subscriptions: self.subscriptions.clone() };
+        if let Err(e) = self.hub.store.save_session(&self.client_id, &record) {
+            tracing::error!(client_id = self.client_id, "saving session: {e}");
+        }
+    }
+
+    fn finish(&mut self) {
+        self.flush_acks();
+        self.methods_subscribed.store(false, Ordering::Release);
+        self.hub.unregister(&self.client_id, self.conn_id);
+    }
+}
+
+/// Runs the routes for one message: deliveries for module inputs, JSON lines for `$upstream`,
+/// and one monitor line per matched route.
+fn route_message(hub: &Hub, source: &MessageSource, msg: &Message) -> (Vec<NewDelivery>, Vec<String>) {
+    let mut deliveries = Vec::new();
+    let mut upstream = Vec::new();
+    let matched = routes::select(&hub.routes, source, msg);
+    if matched.is_empty() {
+        return (deliveries, upstream);
+    }
+    let bag = property_bag::encode_delivery(msg);
+    let now = now_ms();
+    for route in matched {
+        let ttl = route.ttl_secs.map(|t| t as i64).unwrap_or(hub.default_ttl_secs);
+        let expires_at_ms = (ttl >= 0).then(|| now + ttl as u64 * 1000);
+        let target = match &route.sink {
+            Sink::ModuleInput { module, input } => {
+                deliveries.push(NewDelivery {
+                    module: module.clone(),
+                    input: input.clone(),
+                    bag: bag.clone(),
+                    body: msg.body().to_vec(),
+                    expires_at_ms,
+                    route: route.name.clone(),
+                });
+                format!("{module}/{input}")
+            }
+            Sink::Upstream => {
+                upstream.push(crate::monitor::message_line(source, &route.name, "$upstream", msg).to_string());
+                "$upstream".to_string()
+            }
+        };
+        if hub.monitor_active() {
+            hub.publish_monitor(crate::monitor::message_line(source, &route.name, &target, msg).to_string());
+        }
+    }
+    (deliveries, upstream)
+}
+
+fn puback(pkid: u16) -> Packet {
+    Packet::PubAck(PubAck::new(pkid))
+}
+
+fn publish0(topic: String, payload: Vec<u8>) -> Packet {
+    Packet::Publish(Publish::new(topic, QoS::AtMostOnce, payload))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn secs_until(unix: u64) -> Duration {
+    Duration::from_secs(unix.saturating_sub(edgemodule_core::wire::sas::unix_now()))
+}

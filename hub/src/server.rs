@@ -1,0 +1,124 @@
+//! Starting and stopping a hub: listeners for MQTT/TLS, HTTPS (module-to-module method calls),
+//! the workload API and the control socket, all sharing one `Hub`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::hub::Hub;
+use crate::manifest::Deployment;
+use crate::state::StateDir;
+
+/// How to run a hub. Ports 0 pick ephemeral ports (tests).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub state_dir: PathBuf,
+    pub deployment_file: PathBuf,
+    pub bind: IpAddr,
+    pub mqtt_port: u16,
+    pub https_port: u16,
+    /// Deliveries in flight to one module before waiting for its PUBACKs.
+    pub delivery_window: usize,
+    /// Serve the workload API on the state dir's socket.
+    pub workload: bool,
+    /// Serve the control socket used by the CLI.
+    pub control: bool,
+}
+
+impl HubConfig {
+    pub fn new(state_dir: impl Into<PathBuf>, deployment_file: impl Into<PathBuf>) -> Self {
+        HubConfig {
+            state_dir: state_dir.into(),
+            deployment_file: deployment_file.into(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mqtt_port: 8883,
+            https_port: 443,
+            delivery_window: 256,
+            workload: true,
+            control: true,
+        }
+    }
+}
+
+/// A started hub; dropping it does not stop it, `shutdown` does.
+pub struct RunningHub {
+    pub hub: Arc<Hub>,
+    pub mqtt_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningHub {
+    /// Stops accepting, closes every connection and waits for the listeners to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.hub.close_all();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        let _ = self.hub.writer().send(crate::writer::WriteRequest::Stop);
+    }
+}
+
+/// Loads the deployment and state, binds every listener, and starts serving.
+pub async fn start(config: HubConfig) -> Result<RunningHub, String> {
+    let deployment = Deployment::load(&config.deployment_file).map_err(|e| e.to_string())?;
+    let state = Arc::new(StateDir::open(&config.state_dir).map_err(|e| e.to_string())?);
+    let hub = Hub::new(state.clone(), &deployment, config.delivery_window)
+        .map_err(|e| format!("{}: {e}", config.deployment_file.display()))?;
+    let tls = crate::tls::server_config(
+        &state.server_cert_chain_pem().map_err(|e| e.to_string())?,
+        &state.server_key_pem().map_err(|e| e.to_string())?,
+        &[],
+    )?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mqtt = bind(config.bind, config.mqtt_port, "MQTT").await?;
+    let https = bind(config.bind, config.https_port, "HTTPS").await?;
+    let (mqtt_addr, https_addr) = (mqtt.local_addr().unwrap(), https.local_addr().unwrap());
+    let mut tasks = vec![
+        tokio::spawn(crate::mqtt::listener::run(hub.clone(), mqtt, tls.clone(), stop_rx.clone())),
+        tokio::spawn(crate::http::run(hub.clone(), https, tls, stop_rx.clone())),
+    ];
+    if config.workload {
+        tasks.push(start_workload(&hub, &state.workload_socket_path(), stop_rx.clone())?);
+    }
+    if config.control {
+        tasks.push(crate::control::start(hub.clone(), &state.control_socket_path(), mqtt_addr, https_addr, stop_rx)?);
+    }
+    tracing::info!(%mqtt_addr, %https_addr, modules = ?hub.module_ids(), "hub started");
+    Ok(RunningHub { hub, mqtt_addr, https_addr, stop, tasks })
+}
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(SocketAddr::new(ip, port)).await.map_err(|e| format!("cannot listen for {what} on {ip}:{port}: {e}"))
+}
+
+/// Binds a unix socket, replacing a stale socket file from an earlier run.
+pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    if path.exists() {
+        std::fs::remove_file(path).map_err(|e| format!("removing stale socket {}: {e}", path.display()))?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+}
+
+struct HubKeys(Arc<Hub>);
+
+impl crate::workload::KeyLookup for HubKeys {
+    fn module_key(&self, module_id: &str) -> Option<Vec<u8>> {
+        self.0.module_key(module_id).map(<[u8]>::to_vec)
+    }
+}
+
+fn start_workload(hub: &Arc<Hub>, path: &Path, mut stop: watch::Receiver<bool>) -> Result<JoinHandle<()>, String> {
+    let listener = bind_unix(path)?;
+    let bundle = hub.state.ca_pem().map_err(|e| e.to_string())?;
+    let server = crate::workload::WorkloadServer::new(Arc::new(HubKeys(hub.clone())), bundle);
+    Ok(tokio::spawn(server.serve(listener, async move {
+        let _ = stop.changed().await;
+    })))
+}

@@ -1,0 +1,117 @@
+//! The store writer: one thread that owns every durable write and commits them in groups, so a
+//! burst of routed messages costs one fsync instead of one each. A sender's PUBACK waits for the
+//! commit that holds its message; that is what makes "acknowledged" mean "survives kill -9".
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::store::{NewDelivery, Store, TwinRecord};
+
+/// A durable write and who to tell when it is done.
+pub enum WriteRequest {
+    /// Deliveries to module inputs plus JSON lines for the `$upstream` sink.
+    Route { deliveries: Vec<NewDelivery>, upstream: Vec<String>, done: oneshot::Sender<Result<(), String>> },
+    /// Deliveries a module acknowledged.
+    Ack { module: String, seqs: Vec<u64> },
+    SaveTwin { module: String, twin: TwinRecord, done: oneshot::Sender<Result<(), String>> },
+    Stop,
+}
+
+/// Called after a commit with each module that has new deliveries.
+pub type WakeFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+const MAX_GROUP: usize = 4096;
+
+/// Starts the writer thread.
+pub fn spawn(store: Arc<Store>, upstream_path: PathBuf, wake: WakeFn) -> Sender<WriteRequest> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("edgehub-store-writer".into())
+        .spawn(move || run(store, upstream_path, wake, rx))
+        .expect("spawning the store writer thread");
+    tx
+}
+
+fn run(store: Arc<Store>, upstream_path: PathBuf, wake: WakeFn, rx: Receiver<WriteRequest>) {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(3600)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        if commit_group(&store, &upstream_path, &wake, group) {
+            return;
+        }
+    }
+}
+
+/// Commits one group; returns true when a `Stop` was seen.
+fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Vec<WriteRequest>) -> bool {
+    let mut deliveries = Vec::new();
+    let mut upstream = Vec::new();
+    let mut route_waiters = Vec::new();
+    let mut stop = false;
+    for req in group {
+        match req {
+            WriteRequest::Route { deliveries: d, upstream: u, done } => {
+                deliveries.extend(d);
+                upstream.extend(u);
+                route_waiters.push(done);
+            }
+            WriteRequest::Ack { module, seqs } => {
+                if let Err(e) = store.ack(&module, &seqs) {
+                    tracing::error!(module, error = %e, "acknowledging deliveries failed");
+                }
+            }
+            WriteRequest::SaveTwin { module, twin, done } => {
+                let _ = done.send(store.save_twin(&module, &twin).map_err(|e| e.to_string()));
+            }
+            WriteRequest::Stop => stop = true,
+        }
+    }
+    if route_waiters.is_empty() {
+        return stop;
+    }
+    let result = append_upstream(upstream_path, &upstream)
+        .and_then(|_| store.enqueue(&deliveries).map(|_| ()).map_err(|e| e.to_string()));
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "storing routed messages failed");
+    }
+    for done in route_waiters {
+        let _ = done.send(result.clone());
+    }
+    if result.is_ok() {
+        let modules: HashSet<&str> = deliveries.iter().map(|d| d.module.as_str()).collect();
+        for m in modules {
+            wake(m);
+        }
+    }
+    stop
+}
+
+fn append_upstream(path: &PathBuf, lines: &[String]) -> Result<(), String> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    file.write_all(text.as_bytes()).and_then(|_| file.sync_data()).map_err(|e| format!("writing {}: {e}", path.display()))
+}
