@@ -124,7 +124,10 @@ impl MethodRequest {
     pub async fn respond_raw(&self, status: i64, payload: Bytes) -> Result<()> {
         validate::method_payload(&payload)?;
         if self.answered.swap(true, Ordering::AcqRel) {
-            return Err(Error::new(ErrorKind::InvalidState, format!("method request {} was already answered", self.rid)));
+            return Err(Error::new(
+                ErrorKind::InvalidState,
+                format!("method request {} was already answered", self.rid),
+            ));
         }
         let (done, wait) = oneshot::channel();
         self.driver
@@ -142,12 +145,20 @@ pub(crate) struct Handlers {
     methods: HashMap<String, mpsc::UnboundedSender<MethodRequest>>,
     default_method: Option<mpsc::UnboundedSender<MethodRequest>>,
     desired: Option<mpsc::UnboundedSender<Value>>,
+    /// Messages that arrived before anyone asked for their input (the hub delivers a persisted
+    /// session's inputs right after CONNACK, before module code registers its receivers).
+    parked: Vec<InputMessage>,
+    default_claimed: bool,
     closed: bool,
 }
 
 impl Handlers {
     pub(crate) fn dispatch_input(&mut self, msg: InputMessage) {
         let name = msg.input_name().unwrap_or("").to_string();
+        if !self.default_claimed && !self.inputs.contains_key(&name) {
+            self.parked.push(msg);
+            return;
+        }
         let msg = match self.inputs.get(&name) {
             Some(tx) => match tx.send(msg) {
                 Ok(()) => return,
@@ -159,6 +170,25 @@ impl Handlers {
             None => msg,
         };
         let _ = self.default_input.send(msg);
+    }
+
+    fn register_input(&mut self, input: &str, tx: mpsc::UnboundedSender<InputMessage>) {
+        self.inputs.insert(input.to_string(), tx);
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.parked).into_iter().partition(|m| m.input_name() == Some(input));
+        self.parked = rest;
+        for m in mine {
+            self.dispatch_input(m);
+        }
+    }
+
+    fn claim_default(&mut self) {
+        if !self.default_claimed {
+            self.default_claimed = true;
+            for m in std::mem::take(&mut self.parked) {
+                self.dispatch_input(m);
+            }
+        }
     }
 
     pub(crate) fn dispatch_method(&mut self, req: MethodRequest) {
@@ -198,6 +228,7 @@ impl Handlers {
         self.methods.clear();
         self.default_method = None;
         self.desired = None;
+        self.parked.clear();
         let (tx, _) = mpsc::unbounded_channel();
         self.default_input = tx;
     }
@@ -269,7 +300,11 @@ impl ModuleClient {
 
     /// Creates a client from a module connection string and the PEM of the CA that issued the
     /// hub's certificate, and connects.
-    pub async fn from_connection_string(cs: &str, ca_pem: Option<&str>, options: ClientOptions) -> Result<ModuleClient> {
+    pub async fn from_connection_string(
+        cs: &str,
+        ca_pem: Option<&str>,
+        options: ClientOptions,
+    ) -> Result<ModuleClient> {
         options.validate()?;
         let identity = ModuleIdentity::from_connection_string(cs, ca_pem.map(str::to_string))?;
         Self::connect(identity, options).await
@@ -292,6 +327,8 @@ impl ModuleClient {
             methods: HashMap::new(),
             default_method: None,
             desired: None,
+            parked: Vec::new(),
+            default_claimed: false,
             closed: false,
         }));
         let (state_tx, state) = watch::channel(ConnectionState::disconnected(DisconnectReason::Ok));
@@ -347,7 +384,12 @@ impl ModuleClient {
         self.send_to_output_with_timeout(output, msg, None).await
     }
 
-    pub async fn send_to_output_with_timeout(&self, output: &str, msg: Message, timeout: Option<Duration>) -> Result<()> {
+    pub async fn send_to_output_with_timeout(
+        &self,
+        output: &str,
+        msg: Message,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         let (topic, payload) = self.output_publish(output, msg)?;
         let (done, wait) = oneshot::channel();
         self.command(Command::Publish { topic, payload, done })?;
@@ -360,7 +402,12 @@ impl ModuleClient {
     }
 
     /// Sends several messages pipelined; resolves when all are acknowledged, or with the first error.
-    pub async fn send_batch_to_output(&self, output: &str, msgs: Vec<Message>, timeout: Option<Duration>) -> Result<()> {
+    pub async fn send_batch_to_output(
+        &self,
+        output: &str,
+        msgs: Vec<Message>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         let publishes = msgs.into_iter().map(|m| self.output_publish(output, m)).collect::<Result<Vec<_>>>()?;
         let mut waits = Vec::with_capacity(publishes.len());
         for (topic, payload) in publishes {
@@ -393,6 +440,7 @@ impl ModuleClient {
 
     /// The next message on any input without its own receiver. `None` timeout waits forever.
     pub async fn recv(&self, timeout: Option<Duration>) -> Result<InputMessage> {
+        self.register(Handlers::claim_default)?;
         self.ensure_inputs()?;
         let mut rx = self.shared.default_input.lock().await;
         let next = rx.recv();
@@ -408,9 +456,7 @@ impl ModuleClient {
     pub fn input_receiver(&self, input: &str) -> Result<mpsc::UnboundedReceiver<InputMessage>> {
         validate::endpoint_name("input", input)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.register(|h| {
-            h.inputs.insert(input.to_string(), tx);
-        })?;
+        self.register(|h| h.register_input(input, tx))?;
         self.ensure_inputs()?;
         Ok(rx)
     }

@@ -129,7 +129,7 @@ impl Driver {
                 Ok(r) => r,
                 Err(_) => Err(Error::timeout("connecting to the hub", self.options.connect_timeout)),
             };
-            let (stream, token_expiry) = match connected {
+            let (stream, token_expiry, leftover) = match connected {
                 Ok(c) => c,
                 Err(e) => {
                     if let Some(f) = first.take() {
@@ -158,7 +158,7 @@ impl Driver {
             if let Some(f) = first.take() {
                 let _ = f.send(Ok(()));
             }
-            match self.serve(stream, token_expiry).await {
+            match self.serve(stream, token_expiry, leftover).await {
                 Ended::Closed(done) => return self.finish_close(done),
                 Ended::Renew => {
                     self.counters.token_renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -181,7 +181,9 @@ impl Driver {
         self.state.send_replace(s);
     }
 
-    async fn connect(&mut self) -> Result<(Stream, u64)> {
+    /// Connects; returns the stream, the token expiry and any bytes read past the CONNACK (the hub
+    /// may send a persisted session's deliveries in the same segment).
+    async fn connect(&mut self) -> Result<(Stream, u64, BytesMut)> {
         let id = &self.identity;
         let token = id.credentials.token(&id.hub_host_name, &id.device_id, &id.module_id, self.options.sas_ttl).await?;
         let port = self.options.mqtt_port.or(id.mqtt_port).unwrap_or(8883);
@@ -206,7 +208,7 @@ impl Driver {
         loop {
             if let Some(p) = framing::decode(&mut buf, MAX_PACKET_BYTES).map_err(protocol)? {
                 return match p {
-                    Packet::ConnAck(a) if a.code == ConnectReturnCode::Success => Ok((tls, token.expiry)),
+                    Packet::ConnAck(a) if a.code == ConnectReturnCode::Success => Ok((tls, token.expiry, buf)),
                     Packet::ConnAck(a) => Err(connack_error(a.code)),
                     other => Err(Error::new(ErrorKind::Protocol, format!("expected CONNACK, got {other:?}"))),
                 };
@@ -239,10 +241,17 @@ impl Driver {
     }
 
     /// Serves one connection until it ends.
-    async fn serve(&mut self, stream: Stream, token_expiry: u64) -> Ended {
+    async fn serve(&mut self, stream: Stream, token_expiry: u64, mut rbuf: BytesMut) -> Ended {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        rbuf.reserve(64 * 1024);
         self.on_connected();
+        loop {
+            match framing::decode(&mut rbuf, MAX_PACKET_BYTES) {
+                Ok(Some(p)) => self.on_packet(p),
+                Ok(None) => break,
+                Err(e) => return Ended::Lost(DisconnectReason::CommunicationError, format!("malformed packet: {e}")),
+            }
+        }
         let renew_at = self.renewal_instant(token_expiry);
         let keepalive = self.options.keep_alive;
         let mut last_read = Instant::now();
@@ -370,7 +379,8 @@ impl Driver {
 
     fn enqueue(&mut self, cmd: Command) {
         if self.queue.len() >= self.options.queue_bound {
-            let err = || Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
+            let err =
+                || Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
             match cmd {
                 Command::Publish { done, .. } | Command::MethodResponse { done, .. } => {
                     let _ = done.send(Err(err()));
@@ -434,10 +444,10 @@ impl Driver {
                 }
             }
             Packet::Publish(p) => self.on_publish(p),
-            Packet::SubAck(s) => {
-                if s.return_codes.iter().any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure)) {
-                    tracing::error!("the hub refused a subscription: {:?}", s.return_codes);
-                }
+            Packet::SubAck(s)
+                if s.return_codes.iter().any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure)) =>
+            {
+                tracing::error!("the hub refused a subscription: {:?}", s.return_codes);
             }
             _ => {}
         }
@@ -472,7 +482,8 @@ impl Driver {
                 }
             }
         } else if let Some((name, rid)) = topic::parse_method_request(&p.topic) {
-            let request = MethodRequest::new(name.to_string(), rid.to_string(), p.payload.clone(), self.self_tx.clone());
+            let request =
+                MethodRequest::new(name.to_string(), rid.to_string(), p.payload.clone(), self.self_tx.clone());
             self.handlers.lock().unwrap().dispatch_method(request);
         }
     }
@@ -573,7 +584,8 @@ impl Driver {
             }
         }
         self.commands.close();
-        let leftover: Vec<Command> = self.queue.drain(..).chain(std::iter::from_fn(|| self.commands.try_recv().ok())).collect();
+        let leftover: Vec<Command> =
+            self.queue.drain(..).chain(std::iter::from_fn(|| self.commands.try_recv().ok())).collect();
         for cmd in leftover {
             match cmd {
                 Command::Publish { done, .. } | Command::MethodResponse { done, .. } => {

@@ -59,7 +59,13 @@ impl ModuleIdentity {
     /// `EdgeModuleCACertificateFile` when the IOTEDGE_* set is incomplete.
     pub async fn from_environment(lookup: EnvLookup<'_>) -> Result<ModuleIdentity> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
-        let edge_vars = ["IOTEDGE_WORKLOADURI", "IOTEDGE_DEVICEID", "IOTEDGE_MODULEID", "IOTEDGE_IOTHUBHOSTNAME", "IOTEDGE_MODULEGENERATIONID"];
+        let edge_vars = [
+            "IOTEDGE_WORKLOADURI",
+            "IOTEDGE_DEVICEID",
+            "IOTEDGE_MODULEID",
+            "IOTEDGE_IOTHUBHOSTNAME",
+            "IOTEDGE_MODULEGENERATIONID",
+        ];
         let missing: Vec<&str> = edge_vars.iter().copied().filter(|k| get(k).is_none()).collect();
         if missing.is_empty() {
             return Self::from_edge_variables(&get).await;
@@ -68,9 +74,15 @@ impl ModuleIdentity {
             let ca_file = get("EdgeModuleCACertificateFile").ok_or_else(|| {
                 Error::config("EdgeHubConnectionString is set but EdgeModuleCACertificateFile is missing")
             })?;
-            let pem = std::fs::read_to_string(&ca_file)
-                .map_err(|e| Error::with_source(ErrorKind::Configuration, format!("cannot read EdgeModuleCACertificateFile '{ca_file}'"), e))?;
-            let mut id = Self::from_connection_string(&cs, Some(pem)).map_err(|e| Error::config(format!("EdgeHubConnectionString: {}", e.message())))?;
+            let pem = std::fs::read_to_string(&ca_file).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Configuration,
+                    format!("cannot read EdgeModuleCACertificateFile '{ca_file}'"),
+                    e,
+                )
+            })?;
+            let mut id = Self::from_connection_string(&cs, Some(pem))
+                .map_err(|e| Error::config(format!("EdgeHubConnectionString: {}", e.message())))?;
             id.apply_port_overrides(&get)?;
             return Ok(id);
         }
@@ -112,7 +124,12 @@ impl ModuleIdentity {
     fn apply_port_overrides(&mut self, get: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let port = |k: &str| -> Result<Option<u16>> {
             get(k)
-                .map(|v| v.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| Error::config(format!("{k} '{v}' is not a port"))))
+                .map(|v| {
+                    v.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| Error::config(format!("{k} '{v}' is not a port")))
+                })
                 .transpose()
         };
         self.mqtt_port = port("EDGEMODULE_MQTT_PORT")?;

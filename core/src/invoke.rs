@@ -118,7 +118,9 @@ impl Invoker {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)))
             .await
             .map_err(|_| Error::timeout("connecting to the hub's HTTPS port", self.connect_timeout))?
-            .map_err(|e| Error::with_source(ErrorKind::ConnectionRefused, format!("cannot reach {host}:{}", self.port), e))?;
+            .map_err(|e| {
+                Error::with_source(ErrorKind::ConnectionRefused, format!("cannot reach {host}:{}", self.port), e)
+            })?;
         let _ = tcp.set_nodelay(true);
         let name = rustls_pki_types::ServerName::try_from(host.to_string())
             .map_err(|_| Error::config(format!("'{host}' is not a valid host name")))?;
@@ -149,9 +151,10 @@ fn interpret(status: u16, body: &[u8]) -> Result<MethodResult> {
     let message = json.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| json.to_string());
     match status {
         200 => Ok(MethodResult {
-            status: json.get("status").and_then(Value::as_i64).ok_or_else(|| {
-                Error::new(ErrorKind::Protocol, "method response has no integer 'status'")
-            })?,
+            status: json
+                .get("status")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| Error::new(ErrorKind::Protocol, "method response has no integer 'status'"))?,
             payload: json.get("payload").cloned().unwrap_or(Value::Null),
         }),
         404 => Err(Error::new(ErrorKind::NotFound, message)),

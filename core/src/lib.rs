@@ -16,7 +16,7 @@ mod tls;
 pub mod validate;
 pub mod wire;
 
-pub use client::{InputMessage, Metrics, MethodRequest, ModuleClient, Twin};
+pub use client::{InputMessage, MethodRequest, Metrics, ModuleClient, Twin};
 pub use error::{Error, ErrorKind, Result};
 pub use identity::ModuleIdentity;
 pub use invoke::{MethodInvocation, MethodResult};

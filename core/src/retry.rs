@@ -13,7 +13,11 @@ pub type CustomRetry = Arc<dyn Fn(u32) -> Option<Duration> + Send + Sync>;
 #[derive(Clone)]
 pub enum RetryPolicy {
     /// `delay = random(0, min(max, initial · 2^(attempt-1)))`, until `give_up_after` has passed.
-    ExponentialBackoff { initial: Duration, max: Duration, give_up_after: Option<Duration> },
+    ExponentialBackoff {
+        initial: Duration,
+        max: Duration,
+        give_up_after: Option<Duration>,
+    },
     /// Never reconnect: the first connection loss closes the client.
     None,
     Custom(CustomRetry),

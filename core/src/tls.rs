@@ -11,12 +11,16 @@ pub fn client_config(trusted_pem: &[&str]) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     for pem in trusted_pem {
         for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-            let cert = cert.map_err(|e| Error::with_source(ErrorKind::Tls, "trusted certificate PEM is malformed", e))?;
+            let cert =
+                cert.map_err(|e| Error::with_source(ErrorKind::Tls, "trusted certificate PEM is malformed", e))?;
             roots.add(cert).map_err(|e| Error::with_source(ErrorKind::Tls, "trusted certificate is not usable", e))?;
         }
     }
     if roots.is_empty() {
-        return Err(Error::new(ErrorKind::Tls, "no trusted CA certificate was given (trust bundle or CA file is empty)"));
+        return Err(Error::new(
+            ErrorKind::Tls,
+            "no trusted CA certificate was given (trust bundle or CA file is empty)",
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)

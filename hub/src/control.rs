@@ -142,7 +142,8 @@ async fn invoke(hub: &Hub, req: &Value) -> Result<Value, String> {
     let connect = Duration::from_secs(req["connectTimeout"].as_u64().unwrap_or(0).min(300));
     match hub.invoke_method(module, method, payload, timeout, connect).await {
         Ok(o) => {
-            let payload = o.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()).unwrap_or(Value::Null);
+            let payload =
+                o.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()).unwrap_or(Value::Null);
             Ok(json!({ "ok": true, "status": o.status, "payload": payload }))
         }
         Err(f) => Ok(json!({ "ok": false, "httpStatus": f.http_status, "error": f.message })),
@@ -216,9 +217,9 @@ pub fn module_env(hub: &Hub, module: &str, mqtt: SocketAddr, https: SocketAddr) 
 
 /// Sends one request to a running hub's control socket and returns its answer.
 pub async fn request(socket: &Path, req: &Value) -> Result<Value, String> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("no hub is running on {} ({e}); start one with `edgemodule-hub start`", socket.display()))?;
+    let mut stream = UnixStream::connect(socket).await.map_err(|e| {
+        format!("no hub is running on {} ({e}); start one with `edgemodule-hub start`", socket.display())
+    })?;
     stream.write_all(format!("{req}\n").as_bytes()).await.map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(stream).lines();
     let line = lines.next_line().await.map_err(|e| e.to_string())?.ok_or("hub closed the control connection")?;

@@ -20,7 +20,12 @@ use crate::hub::Hub;
 
 const MAX_BODY: usize = 256 * 1024;
 
-pub async fn run(hub: Arc<Hub>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -65,8 +70,8 @@ async fn handle(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only POST is supported");
     }
-    if let Err(resp) = authorize(hub, &req) {
-        return resp;
+    if let Err((status, message)) = authorize(hub, &req) {
+        return error(status, message);
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -79,12 +84,12 @@ async fn handle(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(module) = module.filter(|_| device == hub.identity.device_id) else {
         return error(StatusCode::NOT_FOUND, format!("Client {device} not found"));
     };
-    let outcome = hub
-        .invoke_method(&module, &call.name, call.payload, call.response_timeout, call.connect_timeout)
-        .await;
+    let outcome =
+        hub.invoke_method(&module, &call.name, call.payload, call.response_timeout, call.connect_timeout).await;
     match outcome {
         Ok(o) => {
-            let payload = o.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()).unwrap_or(Value::Null);
+            let payload =
+                o.payload.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()).unwrap_or(Value::Null);
             reply(StatusCode::OK, json!({ "status": o.status, "payload": payload }))
         }
         Err(f) => error(StatusCode::from_u16(f.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), f.message),
@@ -101,18 +106,19 @@ fn parse_path(path: &str) -> Option<(String, Option<String>)> {
     }
 }
 
-fn authorize(hub: &Hub, req: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+/// Checks the caller's identity header and SAS token; the error is the status and message to answer.
+fn authorize(hub: &Hub, req: &Request<Incoming>) -> Result<(), (StatusCode, String)> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let caller = header("x-ms-edge-moduleId")
         .and_then(|v| v.split_once('/'))
         .filter(|(d, m)| !d.is_empty() && !m.is_empty() && !m.contains('/'))
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "Invalid header value for x-ms-edge-moduleId"))?;
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, "Invalid header value for x-ms-edge-moduleId".to_string()))?;
     if caller.0 != hub.identity.device_id {
-        return Err(error(StatusCode::UNAUTHORIZED, "Only modules on the same device can invoke DirectMethods"));
+        return Err((StatusCode::UNAUTHORIZED, "Only modules on the same device can invoke DirectMethods".into()));
     }
     let unauthorized = |why: String| {
         tracing::warn!(caller = ?caller, "method call refused: {why}");
-        error(StatusCode::UNAUTHORIZED, "Unauthorized")
+        (StatusCode::UNAUTHORIZED, "Unauthorized".to_string())
     };
     let token = header("authorization").ok_or_else(|| unauthorized("no Authorization header".into()))?;
     let token = ParsedToken::parse(token).map_err(|e| unauthorized(e.message().into()))?;
@@ -168,7 +174,10 @@ mod tests {
         assert_eq!(parse_path("/twins/d/methods"), Some(("d".into(), None)));
         assert_eq!(parse_path("/twins/d/modules/m"), None);
         let c = MethodCall::parse(br#"{"methodName":"reset","payload":{"a":1}}"#).unwrap();
-        assert_eq!((c.name.as_str(), c.payload.as_slice(), c.response_timeout.as_secs()), ("reset", &br#"{"a":1}"#[..], 30));
+        assert_eq!(
+            (c.name.as_str(), c.payload.as_slice(), c.response_timeout.as_secs()),
+            ("reset", &br#"{"a":1}"#[..], 30)
+        );
         assert!(MethodCall::parse(br#"{"methodName":"x","responseTimeoutInSeconds":4}"#).is_err());
         assert!(MethodCall::parse(br#"{"methodName":" "}"#).is_err());
         assert!(MethodCall::parse(b"nope").is_err());

@@ -56,6 +56,7 @@ pub struct Hub {
     pub delivery_window: usize,
     keys: HashMap<String, Vec<u8>>,
     writer: std::sync::mpsc::Sender<WriteRequest>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     connections: Mutex<HashMap<String, ConnEntry>>,
     connections_changed: Notify,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
@@ -88,7 +89,7 @@ impl Hub {
                     hub.waker(module).notify_one();
                 }
             });
-            let writer = crate::writer::spawn(store.clone(), state.upstream_path(), wake);
+            let (writer, writer_thread) = crate::writer::spawn(store.clone(), state.upstream_path(), wake);
             Hub {
                 identity: state.identity().clone(),
                 routes,
@@ -97,6 +98,7 @@ impl Hub {
                 delivery_window: delivery_window.max(1),
                 keys,
                 writer,
+                writer_thread: Mutex::new(Some(writer_thread)),
                 connections: Mutex::new(HashMap::new()),
                 connections_changed: Notify::new(),
                 wakers: Mutex::new(HashMap::new()),
@@ -175,6 +177,14 @@ impl Hub {
     pub fn close_all(&self) {
         for entry in self.connections.lock().unwrap().values() {
             let _ = entry.tx.send(ConnCommand::Close { reason: "hub stopping" });
+        }
+    }
+
+    /// Stops the store writer after it has committed everything queued before this call.
+    pub fn stop_writer(&self) {
+        let _ = self.writer.send(WriteRequest::Stop);
+        if let Some(t) = self.writer_thread.lock().unwrap().take() {
+            let _ = t.join();
         }
     }
 
@@ -310,7 +320,8 @@ fn twin_json(t: &TwinRecord) -> Value {
 /// The manifest's desired properties win over stored ones on (re)deployment; the version moves
 /// only when they differ, so a restart with the same manifest does not fire a change.
 fn seed_twin(stored: Option<TwinRecord>, manifest_desired: &Map<String, Value>) -> TwinRecord {
-    let mut twin = stored.unwrap_or_else(|| TwinRecord { desired_version: 1, reported_version: 1, ..Default::default() });
+    let mut twin =
+        stored.unwrap_or_else(|| TwinRecord { desired_version: 1, reported_version: 1, ..Default::default() });
     if twin.desired != *manifest_desired {
         twin.desired = manifest_desired.clone();
         twin.desired_version += 1;

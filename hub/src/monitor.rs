@@ -14,7 +14,8 @@ pub fn message_line(source: &MessageSource, route: &str, target: &str, msg: &Mes
         MessageSource::Device => ("$device", None),
         MessageSource::TwinChangeNotification => ("$twinChangeNotifications", None),
     };
-    let properties: Map<String, Value> = msg.properties().iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+    let properties: Map<String, Value> =
+        msg.properties().iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
     let system: Map<String, Value> =
         msg.system_properties().map(|(p, v)| (p.route_name().to_string(), Value::from(v))).collect();
     let mut line = json!({

@@ -54,14 +54,26 @@ pub struct RunningHub {
 }
 
 impl RunningHub {
-    /// Stops accepting, closes every connection and waits for the listeners to end.
+    /// Stops accepting, closes every connection, waits for the listeners and connection tasks to
+    /// end and for the store to be closed, so a new hub can open the same state dir.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.hub.close_all();
         for t in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
-        let _ = self.hub.writer().send(crate::writer::WriteRequest::Stop);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.hub) > 1 && tokio::time::Instant::now() < deadline {
+            self.hub.close_all();
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let hub = self.hub;
+        tokio::task::spawn_blocking(move || {
+            hub.stop_writer();
+            drop(hub);
+        })
+        .await
+        .ok();
     }
 }
 
@@ -95,7 +107,9 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, String> {
 }
 
 async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(SocketAddr::new(ip, port)).await.map_err(|e| format!("cannot listen for {what} on {ip}:{port}: {e}"))
+    TcpListener::bind(SocketAddr::new(ip, port))
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {ip}:{port}: {e}"))
 }
 
 /// Binds a unix socket, replacing a stale socket file from an earlier run.

@@ -16,10 +16,21 @@ use crate::store::{NewDelivery, Store, TwinRecord};
 /// A durable write and who to tell when it is done.
 pub enum WriteRequest {
     /// Deliveries to module inputs plus JSON lines for the `$upstream` sink.
-    Route { deliveries: Vec<NewDelivery>, upstream: Vec<String>, done: oneshot::Sender<Result<(), String>> },
+    Route {
+        deliveries: Vec<NewDelivery>,
+        upstream: Vec<String>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     /// Deliveries a module acknowledged.
-    Ack { module: String, seqs: Vec<u64> },
-    SaveTwin { module: String, twin: TwinRecord, done: oneshot::Sender<Result<(), String>> },
+    Ack {
+        module: String,
+        seqs: Vec<u64>,
+    },
+    SaveTwin {
+        module: String,
+        twin: TwinRecord,
+        done: oneshot::Sender<Result<(), String>>,
+    },
     Stop,
 }
 
@@ -29,13 +40,17 @@ pub type WakeFn = Arc<dyn Fn(&str) + Send + Sync>;
 const MAX_GROUP: usize = 4096;
 
 /// Starts the writer thread.
-pub fn spawn(store: Arc<Store>, upstream_path: PathBuf, wake: WakeFn) -> Sender<WriteRequest> {
+pub fn spawn(
+    store: Arc<Store>,
+    upstream_path: PathBuf,
+    wake: WakeFn,
+) -> (Sender<WriteRequest>, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("edgehub-store-writer".into())
         .spawn(move || run(store, upstream_path, wake, rx))
         .expect("spawning the store writer thread");
-    tx
+    (tx, handle)
 }
 
 fn run(store: Arc<Store>, upstream_path: PathBuf, wake: WakeFn, rx: Receiver<WriteRequest>) {
@@ -113,5 +128,7 @@ fn append_upstream(path: &PathBuf, lines: &[String]) -> Result<(), String> {
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
     let mut text = lines.join("\n");
     text.push('\n');
-    file.write_all(text.as_bytes()).and_then(|_| file.sync_data()).map_err(|e| format!("writing {}: {e}", path.display()))
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_data())
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }

@@ -63,7 +63,8 @@ pub fn parse_username(username: &str) -> Result<(&str, &str), String> {
         [_host, device, module, query] if query.starts_with('?') => (*device, *module, &query[1..]),
         _ => return Err(format!("username '{username}' is not '{{hub}}/{{device}}/{{module}}/?api-version=…'")),
     };
-    let has_api_version = query.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == "api-version" && !v.is_empty()));
+    let has_api_version =
+        query.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == "api-version" && !v.is_empty()));
     if !has_api_version {
         return Err("username has no api-version".into());
     }
@@ -79,10 +80,7 @@ mod tests {
 
     #[test]
     fn usernames() {
-        assert_eq!(
-            parse_username("h.net/d/m/?api-version=2019-10-01&DeviceClientType=x%2F1").unwrap(),
-            ("d", "m")
-        );
+        assert_eq!(parse_username("h.net/d/m/?api-version=2019-10-01&DeviceClientType=x%2F1").unwrap(), ("d", "m"));
         assert!(parse_username("h.net/d/m/?DeviceClientType=x").is_err());
         assert!(parse_username("h.net/d/?api-version=1").is_err());
         assert!(parse_username("h.net/d/m/x/?api-version=1").is_err());

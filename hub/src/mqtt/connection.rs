@@ -56,7 +56,8 @@ where
         Ok(Err(e)) => return tracing::debug!(peer, "before CONNECT: {e}"),
         Err(_) => return tracing::debug!(peer, "no CONNECT within {CONNECT_TIMEOUT:?}"),
     };
-    let (username, password) = connect.login.as_ref().map(|l| (l.username.as_str(), l.password.as_str())).unwrap_or(("", ""));
+    let (username, password) =
+        connect.login.as_ref().map(|l| (l.username.as_str(), l.password.as_str())).unwrap_or(("", ""));
     let auth = match authenticate(&hub, &connect.client_id, username, password) {
         Ok(a) => a,
         Err(why) => {
@@ -260,7 +261,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         if msg.wire_size() > MAX_MESSAGE_BYTES {
             return Err(Close(format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", msg.wire_size())));
         }
-        let source = MessageSource::Module { module: self.module.clone(), output: msg.output_name().map(str::to_string) };
+        let source =
+            MessageSource::Module { module: self.module.clone(), output: msg.output_name().map(str::to_string) };
         let (deliveries, upstream) = route_message(&self.hub, &source, &msg);
         if deliveries.is_empty() && upstream.is_empty() {
             self.reply_now(ack.map(puback).into_iter().collect());
@@ -376,12 +378,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 .store
                 .pending(&self.module, self.last_sent, room, now_ms())
                 .map_err(|e| Close(format!("reading the store: {e}")))?;
+            tracing::debug!(client_id = self.client_id, after = ?self.last_sent, n = batch.len(), "pump");
             if batch.is_empty() {
                 break;
             }
             for d in batch {
                 let pkid = self.allocate_pkid();
-                let mut p = Publish::new(topic::input_topic(&self.device, &self.module, &d.input, &d.bag), QoS::AtLeastOnce, Vec::new());
+                let mut p = Publish::new(
+                    topic::input_topic(&self.device, &self.module, &d.input, &d.bag),
+                    QoS::AtLeastOnce,
+                    Vec::new(),
+                );
                 p.payload = d.body.into();
                 p.pkid = pkid;
                 self.write(Packet::Publish(p));

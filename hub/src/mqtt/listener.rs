@@ -12,7 +12,12 @@ use crate::hub::Hub;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` fires.
-pub async fn run(hub: Arc<Hub>, listener: TcpListener, tls: Arc<rustls::ServerConfig>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = tokio::select! {
