@@ -11,6 +11,7 @@ pub mod invoke;
 pub mod message;
 pub mod options;
 pub mod retry;
+pub mod runtime;
 pub mod state;
 mod tls;
 pub mod validate;
