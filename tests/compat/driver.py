@@ -1,0 +1,155 @@
+"""Runs two modules written against the OFFICIAL Azure IoT SDKs (Python azure-iot-device 2.14,
+Node azure-iot-device 1.18 + azure-iot-device-mqtt 1.16) through a real edgemodule-hub on the
+default ports 8883/443: once from connection strings, once from the edge environment
+(`edgemodule-hub run`). Checks routing with properties, twin get/reported/desired, a method
+invoked from the CLI and module-to-module invoke_method. Prints 'N passed, M failed'.
+
+Usage: driver.py HUB_BIN PYTHON_WITH_SDK NODE_DIR_WITH_SDK"""
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HUB, PY, NODE_DIR = sys.argv[1:4]
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEPLOYMENT = {
+    "modulesContent": {
+        "$edgeAgent": {"properties.desired": {"modules": {"pymod": {}, "nodemod": {}}}},
+        "$edgeHub": {"properties.desired": {
+            "schemaVersion": "1.1",
+            "routes": {
+                "pyToNode": "FROM /messages/modules/pymod/outputs/out WHERE lang = 'py' INTO BrokeredEndpoint(\"/modules/nodemod/inputs/in\")",
+                "nodeToPy": {"route": "FROM /messages/modules/nodemod/outputs/* INTO BrokeredEndpoint(\"/modules/pymod/inputs/in\")", "priority": 0},
+            },
+            "storeAndForwardConfiguration": {"timeToLiveSecs": 600},
+        }},
+        "pymod": {"properties.desired": {"threshold": 1}},
+        "nodemod": {"properties.desired": {"threshold": 1}},
+    }
+}
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}", flush=True)
+
+
+def cli(state, *args, timeout=30):
+    out = subprocess.run([HUB, "--state-dir", state, *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"edgemodule-hub {' '.join(args)}: {out.stderr.strip()} {out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+class Module:
+    """A module process whose JSON stdout lines are collected by a thread."""
+
+    def __init__(self, name, argv, env=None):
+        self.name, self.lines, self.events = name, queue.Queue(), []
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                print(f"[{self.name}] {line.rstrip()}", flush=True)
+
+    def wait_event(self, event, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                e = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.events.append(e)
+            if e.get("event") == "error":
+                raise RuntimeError(f"{self.name}: {e}")
+            if e.get("event") == event:
+                return e
+        raise RuntimeError(f"{self.name}: no '{event}' within {timeout}s; stderr: {self.stderr_tail()}")
+
+    def find(self, event):
+        return next((e for e in self.events if e.get("event") == event), None)
+
+    def stderr_tail(self):
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read()[-2000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def run_mode(state, mode, threshold):
+    ca = os.path.join(state, "ca.pem")
+    node_env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
+    if mode == "cs":
+        py = Module("pymod", [PY, "py_module.py", "cs", cli(state, "connection-string", "--module", "pymod"), ca, "nodemod"])
+        node = Module("nodemod", ["node", "node_module.js", "cs", cli(state, "connection-string", "--module", "nodemod"), ca, "pymod"], node_env)
+    else:
+        py = Module("pymod", [HUB, "--state-dir", state, "run", "--module", "pymod", "--", PY, "py_module.py", "env", "nodemod"])
+        node = Module("nodemod", [HUB, "--state-dir", state, "run", "--module", "nodemod", "--", "node", "node_module.js", "env", "pymod"], node_env)
+    try:
+        for m in (py, node):
+            twin = m.wait_event("twin")
+            check(f"{mode}: {m.name} twin get", twin["desired"].get("threshold") is not None, twin)
+            m.wait_event("ready")
+        for m in ("pymod", "nodemod"):
+            cli(state, "twin", "patch-desired", "--module", m, json.dumps({"threshold": threshold}))
+            answer = json.loads(cli(state, "invoke", "--module", m, "--method", "ping", "--payload", '{"n": 7}', "--timeout", "20"))
+            check(f"{mode}: CLI invoke ping on {m}", answer.get("status") == 200 and answer["payload"]["echo"] == {"n": 7}, answer)
+        for m in (py, node):
+            m.wait_event("done", timeout=90)
+            got = m.find("input")
+            sender = "node" if m is py else "py"
+            check(f"{mode}: {m.name} received the routed message with its properties",
+                  got and got["props"].get("lang") == sender and got["props"].get("k/2") == "a&b=c" and got["input"] == "in", got)
+            desired = m.find("desired")
+            check(f"{mode}: {m.name} desired patch", desired and desired["patch"].get("threshold") == threshold, desired)
+            if mode == "env":
+                inv = m.find("invoked")
+                check(f"{mode}: {m.name} module-to-module invoke_method", inv and inv["status"] == 200, inv)
+        for m in ("pymod", "nodemod"):
+            twin = json.loads(cli(state, "twin", "get", "--module", m))
+            check(f"{mode}: {m} reported properties stored", twin["reported"].get("mode") == mode, twin["reported"])
+    except Exception as e:  # noqa: BLE001 - any failure is reported as a failed check
+        check(f"{mode}: scenario", False, e)
+    finally:
+        py.stop()
+        node.stop()
+
+
+def main():
+    with tempfile.TemporaryDirectory() as state:
+        cli(state, "init", "--hostname", "localhost")
+        deployment = os.path.join(state, "deployment.json")
+        with open(deployment, "w") as f:
+            json.dump(DEPLOYMENT, f)
+        hub = subprocess.Popen([HUB, "--state-dir", state, "start", "--deployment", deployment], stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                try:
+                    cli(state, "status")
+                    break
+                except RuntimeError:
+                    time.sleep(0.1)
+            run_mode(state, "cs", 5)
+            run_mode(state, "env", 9)
+        finally:
+            hub.terminate()
+            hub.wait(10)
+    failed = results.count(False)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+main()
