@@ -1,0 +1,210 @@
+//! The per-client dispatcher thread: the one place user handlers run. Tokio tasks forward the
+//! core's receivers into a channel; this thread attaches to the interpreter and calls the
+//! handler, so slow Python code never stalls the runtime and handlers see events in order.
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
+
+use edgemodule_core::state::ConnectionStatus;
+use edgemodule_core::{ConnectionState, ErrorKind, InputMessage, MethodRequest};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde_json::{json, Value};
+
+use crate::convert;
+use crate::errors;
+use crate::message::{self, Pending, PyMessage, PyMethodRequest, PyMethodResponse};
+use crate::runtime;
+
+pub type Handler = Arc<Py<PyAny>>;
+
+pub enum Event {
+    Message(Handler, Box<InputMessage>),
+    Method(Handler, MethodRequest),
+    Desired(Handler, Value),
+    State(Handler, ConnectionState),
+    Stop,
+}
+
+pub struct Dispatcher {
+    tx: mpsc::Sender<Event>,
+    thread: Mutex<Option<(JoinHandle<()>, mpsc::Receiver<()>)>>,
+    thread_id: ThreadId,
+}
+
+struct Context {
+    pending: Pending,
+    /// The asyncio loop of an `AsyncModuleClient`: coroutine handlers run there.
+    event_loop: Option<Py<PyAny>>,
+}
+
+impl Dispatcher {
+    pub fn start(pending: Pending, event_loop: Option<Py<PyAny>>) -> PyResult<Dispatcher> {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let ctx = Context { pending, event_loop };
+        let thread = std::thread::Builder::new()
+            .name("edgemodule-dispatch".into())
+            .spawn(move || {
+                run(rx, ctx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| errors::internal(format!("cannot start the dispatcher thread: {e}")))?;
+        let thread_id = thread.thread().id();
+        Ok(Dispatcher { tx, thread: Mutex::new(Some((thread, done_rx))), thread_id })
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<Event> {
+        self.tx.clone()
+    }
+
+    /// Asks the thread to stop after the handler it is running, without waiting.
+    pub fn request_stop(&self) {
+        let _ = self.tx.send(Event::Stop);
+    }
+
+    /// Stops the thread and waits (bounded) for it, unless called from a handler on it.
+    /// Call without holding the GIL: the running handler may need it to finish.
+    pub fn stop_and_join(&self, limit: Duration) {
+        self.request_stop();
+        if std::thread::current().id() == self.thread_id {
+            return;
+        }
+        let taken = self.thread.lock().unwrap().take();
+        if let Some((handle, done)) = taken {
+            if done.recv_timeout(limit).is_ok() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn run(rx: mpsc::Receiver<Event>, ctx: Context) {
+    while let Ok(event) = rx.recv() {
+        if matches!(event, Event::Stop) {
+            break;
+        }
+        // try_attach: at interpreter shutdown, stop quietly instead of panicking.
+        if Python::try_attach(|py| handle(py, &ctx, event)).is_none() {
+            return;
+        }
+    }
+    if let Some(event_loop) = ctx.event_loop {
+        let _ = Python::try_attach(move |_py| drop(event_loop));
+    }
+}
+
+fn handle(py: Python<'_>, ctx: &Context, event: Event) {
+    match event {
+        Event::Message(handler, input) => {
+            let msg = match PyMessage::from_input(py, *input).and_then(|m| Bound::new(py, m)) {
+                Ok(m) => m,
+                Err(e) => return log_exception(py, "converting a received message", e),
+            };
+            let result = call(py, ctx, &handler, (msg.clone(),));
+            // A handler that returns without settling the message completes it; one that raises
+            // abandons it (the hub redelivers it after a reconnect).
+            if let Ok(m) = msg.try_borrow() {
+                m.settle_after_handler(result.is_ok());
+            }
+            if let Err(e) = result {
+                log_exception(py, "the message handler", e);
+            }
+        }
+        Event::Method(handler, request) => {
+            let req = match PyMethodRequest::new(py, request, ctx.pending.clone()).and_then(|r| Bound::new(py, r)) {
+                Ok(r) => r,
+                Err(e) => return log_exception(py, "converting a method request", e),
+            };
+            let core = req.get().core();
+            match call(py, ctx, &handler, (req,)) {
+                Ok(ret) => {
+                    // A handler may also return its MethodResponse instead of sending it.
+                    if let Ok(resp) = ret.cast::<PyMethodResponse>() {
+                        let sent = resp.get().resolve(&ctx.pending).and_then(|(r, status, payload)| {
+                            runtime::wait(py, message::respond(r, ctx.pending.clone(), status, payload))?
+                        });
+                        if let Err(e) = sent {
+                            log_exception(py, "sending the returned MethodResponse", e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    log_exception(py, &format!("the handler of method '{}'", core.name()), e);
+                    let payload = json!({ "message": format!("method handler raised: {text}") });
+                    // Fails only if the handler already answered, which is fine.
+                    let _ = runtime::wait(py, message::respond(core, ctx.pending.clone(), 500, payload));
+                }
+            }
+        }
+        Event::Desired(handler, patch) => {
+            let result = convert::from_json(py, &patch).and_then(|p| call(py, ctx, &handler, (p,)));
+            if let Err(e) = result {
+                log_exception(py, "the desired-properties handler", e);
+            }
+        }
+        Event::State(handler, state) => {
+            let connected = state.status == ConnectionStatus::Connected;
+            if let Err(e) = call(py, ctx, &handler, (connected, state.reason.name())) {
+                log_exception(py, "the connection-state handler", e);
+            }
+        }
+        Event::Stop => {}
+    }
+}
+
+/// Calls a handler; a coroutine it returns runs on the async client's loop and is waited for.
+fn call<'py>(
+    py: Python<'py>,
+    ctx: &Context,
+    handler: &Handler,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ret = handler.bind(py).call1(args)?;
+    let asyncio = py.import("asyncio")?;
+    if !asyncio.call_method1("iscoroutine", (&ret,))?.is_truthy()? {
+        return Ok(ret);
+    }
+    let Some(event_loop) = &ctx.event_loop else {
+        ret.call_method0("close")?;
+        return Err(PyTypeError::new_err(
+            "a coroutine function was registered as a handler on the synchronous ModuleClient; use AsyncModuleClient",
+        ));
+    };
+    let event_loop = event_loop.bind(py);
+    let fut = asyncio.call_method1("run_coroutine_threadsafe", (ret, event_loop))?;
+    let futures = py.import("concurrent.futures")?;
+    let wait_kwargs = PyDict::new(py);
+    wait_kwargs.set_item("timeout", 0.2)?;
+    loop {
+        // concurrent.futures.wait releases the GIL while it waits.
+        futures.call_method("wait", (PyList::new(py, [&fut])?,), Some(&wait_kwargs))?;
+        if fut.call_method0("done")?.is_truthy()? {
+            return fut.call_method0("result");
+        }
+        if event_loop.call_method0("is_closed")?.is_truthy()? || !event_loop.call_method0("is_running")?.is_truthy()? {
+            fut.call_method0("cancel")?;
+            return Err(errors::from_kind(
+                ErrorKind::Cancelled,
+                "the event loop stopped while a handler coroutine was running".into(),
+            ));
+        }
+    }
+}
+
+/// Reports a handler's exception to the `edgemodule` logger (never to stdout).
+pub fn log_exception(py: Python<'_>, what: &str, err: PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py.import("logging")?.call_method1("getLogger", ("edgemodule",))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("exc_info", err.value(py))?;
+        logger.call_method("error", ("%s raised an exception", what), Some(&kwargs))?;
+        Ok(())
+    })();
+    if logged.is_err() {
+        tracing::error!("{what} raised an exception: {err}");
+    }
+}
