@@ -18,7 +18,7 @@ cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do $hub --state-dir "$state" status >/dev/null 2>&1 && break; sleep 0.1; done
 echo "== hub: $($hub --state-dir "$state" status)"
-$hub --state-dir "$state" monitor | sed 's/^/monitor: /' &
+$hub --state-dir "$state" monitor --text | sed 's/^/route: /' &
 $hub --state-dir "$state" run --module filter -- target/release/examples/filter &
 SENSOR_READINGS=40 $hub --state-dir "$state" run --module sensor -- target/release/examples/sensor &
 sensor_pid=$!
@@ -32,3 +32,4 @@ wait $sensor_pid
 echo "== filter twin: $($hub --state-dir "$state" twin get --module filter)"
 echo "== upstream sink: $(wc -l < "$state/upstream.jsonl" 2>/dev/null || echo 0) alert(s) in $state/upstream.jsonl"
 kill $hub_pid
+echo "== demo finished"

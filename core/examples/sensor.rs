@@ -26,7 +26,8 @@ async fn main() -> edgemodule_core::Result<()> {
         // A slow wave between 15 and 45 degrees, so the filter's threshold matters.
         let temperature = 30.0 + 15.0 * (i as f64 / 4.0).sin();
         let reading = json!({ "temperature": (temperature * 10.0).round() / 10.0, "seq": i });
-        let msg = Message::new(reading.to_string()).with_content_type("application/json").with_content_encoding("utf-8");
+        let msg =
+            Message::new(reading.to_string()).with_content_type("application/json").with_content_encoding("utf-8");
         client.send_to_output("readings", msg).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

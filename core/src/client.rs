@@ -290,7 +290,7 @@ impl ModuleClient {
 
     /// Like `from_environment`, reading variables through `lookup`.
     pub async fn from_environment_with(
-        lookup: &dyn Fn(&str) -> Option<String>,
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
         options: ClientOptions,
     ) -> Result<ModuleClient> {
         options.validate()?;
@@ -576,5 +576,22 @@ fn check_twin_status(status: u16, what: &str) -> Result<()> {
         429 => Err(Error::new(ErrorKind::Throttled, format!("{what}: the hub is throttling (429)"))),
         400 => Err(Error::new(ErrorKind::InvalidArgument, format!("{what}: the hub rejected the request (400)"))),
         s => Err(Error::new(ErrorKind::Rejected, format!("{what}: the hub answered {s}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Bindings run these futures on multi-thread runtimes; they must stay `Send`.
+    #[test]
+    fn public_futures_are_send() {
+        let lookup = |_: &str| None;
+        let from_env = ModuleClient::from_environment_with(&lookup, ClientOptions::default());
+        assert_send(&from_env);
+        assert_send(&ModuleClient::from_environment(ClientOptions::default()));
+        assert_send(&ModuleClient::from_connection_string("", None, ClientOptions::default()));
     }
 }

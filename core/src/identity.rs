@@ -32,7 +32,7 @@ pub struct ModuleIdentity {
 }
 
 /// Reads a variable through `lookup` so tests can pass a map instead of the process environment.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub type EnvLookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
 
 impl ModuleIdentity {
     /// From a connection string plus the PEM of the CA that signed the hub's certificate.
@@ -92,7 +92,7 @@ impl ModuleIdentity {
         )))
     }
 
-    async fn from_edge_variables(get: &dyn Fn(&str) -> Option<String>) -> Result<ModuleIdentity> {
+    async fn from_edge_variables(get: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<ModuleIdentity> {
         let var = |k: &str| get(k).expect("checked by the caller");
         if let Some(scheme) = get("IOTEDGE_AUTHSCHEME") {
             if !scheme.eq_ignore_ascii_case("sasToken") {
@@ -121,7 +121,7 @@ impl ModuleIdentity {
         Ok(id)
     }
 
-    fn apply_port_overrides(&mut self, get: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    fn apply_port_overrides(&mut self, get: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<()> {
         let port = |k: &str| -> Result<Option<u16>> {
             get(k)
                 .map(|v| {

@@ -90,8 +90,11 @@ enum Command {
         properties: Vec<String>,
         body: String,
     },
-    /// Print one JSON line per routed message.
-    Monitor,
+    /// Print one line per routed message (JSON, or `--text` for people).
+    Monitor {
+        #[arg(long)]
+        text: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,12 +191,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Run { module, command } => {
             let answer = ask(json!({"cmd": "env", "module": module})).await?;
-            let mut child = tokio::process::Command::new(&command[0]);
-            child.args(&command[1..]);
+            let mut cmd = tokio::process::Command::new(&command[0]);
+            cmd.args(&command[1..]);
             for (k, v) in answer["env"].as_object().into_iter().flatten() {
-                child.env(k, v.as_str().unwrap_or(""));
+                cmd.env(k, v.as_str().unwrap_or(""));
             }
-            let status = child.status().await.map_err(|e| format!("cannot run {}: {e}", command[0]))?;
+            let mut child = cmd.kill_on_drop(true).spawn().map_err(|e| format!("cannot run {}: {e}", command[0]))?;
+            // Like edgeAgent stopping a module: a signal to us stops the module too.
+            let status = tokio::select! {
+                status = child.wait() => status.map_err(|e| e.to_string())?,
+                _ = wait_for_signal() => {
+                    let _ = child.kill().await;
+                    return Ok(ExitCode::from(130));
+                }
+            };
             return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8));
         }
         Command::Invoke { module, method, payload, timeout, connect_timeout } => {
@@ -222,12 +233,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             ask(json!({"cmd": "send", "module": module, "input": input, "body": body, "properties": props})).await?;
         }
-        Command::Monitor => monitor(&socket).await?,
+        Command::Monitor { text } => monitor(&socket, text).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn monitor(socket: &std::path::Path) -> Result<(), String> {
+async fn monitor(socket: &std::path::Path, text: bool) -> Result<(), String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut stream =
         tokio::net::UnixStream::connect(socket).await.map_err(|e| format!("no hub on {}: {e}", socket.display()))?;
@@ -235,9 +246,33 @@ async fn monitor(socket: &std::path::Path) -> Result<(), String> {
     let mut lines = BufReader::new(stream).lines();
     lines.next_line().await.map_err(|e| e.to_string())?;
     while let Ok(Some(line)) = lines.next_line().await {
-        println!("{line}");
+        match serde_json::from_str::<Value>(&line) {
+            Ok(v) if text => println!("{}", monitor_text(&v)),
+            _ => println!("{line}"),
+        }
     }
     Ok(())
+}
+
+/// `sensor/readings --[route]--> filter/input1  {"temperature":31} (alert=true)`
+fn monitor_text(v: &Value) -> String {
+    let source = match v["output"].as_str() {
+        Some(o) => format!("{}/{o}", v["source"].as_str().unwrap_or("?")),
+        None => v["source"].as_str().unwrap_or("?").to_string(),
+    };
+    let props: Vec<String> = v["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or("")))
+        .collect();
+    let body = v["body"].as_str().map(str::to_string).unwrap_or_else(|| "<binary>".into());
+    let props = if props.is_empty() { String::new() } else { format!(" ({})", props.join(", ")) };
+    format!(
+        "{source} --[{}]--> {}  {body}{props}",
+        v["route"].as_str().unwrap_or("?"),
+        v["target"].as_str().unwrap_or("?")
+    )
 }
 
 async fn wait_for_signal() {

@@ -31,6 +31,11 @@ pub enum WriteRequest {
         twin: TwinRecord,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Answered once everything queued before it is committed (acks of a closed connection
+    /// included), so a reconnecting module is not sent what it already acknowledged.
+    Barrier {
+        done: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -79,6 +84,7 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
     let mut upstream = Vec::new();
     let mut route_waiters = Vec::new();
     let mut stop = false;
+    let mut barriers = Vec::new();
     for req in group {
         match req {
             WriteRequest::Route { deliveries: d, upstream: u, done } => {
@@ -94,10 +100,12 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
             WriteRequest::SaveTwin { module, twin, done } => {
                 let _ = done.send(store.save_twin(&module, &twin).map_err(|e| e.to_string()));
             }
+            WriteRequest::Barrier { done } => barriers.push(done),
             WriteRequest::Stop => stop = true,
         }
     }
     if route_waiters.is_empty() {
+        barriers.into_iter().for_each(|b| drop(b.send(())));
         return stop;
     }
     let result = append_upstream(upstream_path, &upstream)
@@ -108,6 +116,7 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
     for done in route_waiters {
         let _ = done.send(result.clone());
     }
+    barriers.into_iter().for_each(|b| drop(b.send(())));
     if result.is_ok() {
         let modules: HashSet<&str> = deliveries.iter().map(|d| d.module.as_str()).collect();
         for m in modules {

@@ -159,6 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     async fn run(&mut self, mut reader: ReadHalf<S>, keepalive: Duration) -> Result<(), Close> {
         let session_present = self.restore_session();
         self.write(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)));
+        ack_barrier(&self.hub).await;
         self.pump()?;
         self.flush().await?;
         let waker = self.hub.waker(&self.module);
@@ -516,6 +517,14 @@ fn route_message(hub: &Hub, source: &MessageSource, msg: &Message) -> (Vec<NewDe
         }
     }
     (deliveries, upstream)
+}
+
+/// Waits until acknowledgements queued by an earlier connection of this module are committed.
+async fn ack_barrier(hub: &Hub) {
+    let (done, committed) = oneshot::channel();
+    if hub.writer().send(WriteRequest::Barrier { done }).is_ok() {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, committed).await;
+    }
 }
 
 fn puback(pkid: u16) -> Packet {
