@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, Subscribe, SubscribeFilter};
 use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -263,8 +263,7 @@ impl Driver {
             self.fill_window();
             if let Some(started) = self.renewing {
                 if (self.inflight.is_empty() && self.twins.is_empty()) || started.elapsed() > RENEWAL_DRAIN_LIMIT {
-                    let _ = framing::encode(&Packet::Disconnect, &mut self.out);
-                    let _ = self.flush(&mut writer).await;
+                    self.disconnect(&mut reader, &mut writer).await;
                     return Ended::Renew;
                 }
             }
@@ -289,14 +288,12 @@ impl Driver {
                 cmd = self.commands.recv() => {
                     let Some(cmd) = cmd else { return Ended::Closed(oneshot::channel().0) };
                     if let Some(done) = self.accept(cmd) {
-                        let _ = framing::encode(&Packet::Disconnect, &mut self.out);
-                        let _ = self.flush(&mut writer).await;
+                        self.disconnect(&mut reader, &mut writer).await;
                         return Ended::Closed(done);
                     }
                     while let Ok(cmd) = self.commands.try_recv() {
                         if let Some(done) = self.accept(cmd) {
-                            let _ = framing::encode(&Packet::Disconnect, &mut self.out);
-                            let _ = self.flush(&mut writer).await;
+                            self.disconnect(&mut reader, &mut writer).await;
                             return Ended::Closed(done);
                         }
                     }
@@ -312,6 +309,32 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Ends the connection cleanly: method responses already handed to us go out, then
+    /// DISCONNECT, then a TLS close and a short drain until the hub closes too. Dropping the
+    /// socket with unread data would make the kernel send a reset, and the hub could lose what
+    /// we just wrote (acknowledgements, method responses).
+    async fn disconnect(&mut self, reader: &mut ReadHalf<Stream>, writer: &mut WriteHalf<Stream>) {
+        let queued = std::mem::take(&mut self.queue);
+        for cmd in queued {
+            match cmd {
+                Command::MethodResponse { rid, status, payload, done } => {
+                    let p = Publish::new(topic::method_response_topic(status, &rid), QoS::AtMostOnce, payload.to_vec());
+                    self.write(Packet::Publish(p));
+                    let _ = done.send(Ok(()));
+                }
+                other => self.queue.push_back(other),
+            }
+        }
+        let _ = framing::encode(&Packet::Disconnect, &mut self.out);
+        let _ = self.flush(writer).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = writer.shutdown().await;
+            let mut sink = [0u8; 4096];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     fn renewal_instant(&self, token_expiry: u64) -> Instant {

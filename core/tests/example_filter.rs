@@ -25,6 +25,18 @@ fn deployment() -> Value {
     }})
 }
 
+/// Waits until the filter's reported `key` equals `value` (reported patches are the module's
+/// observable events).
+async fn reported(hub: &TestHub, key: &str, value: Value) {
+    loop {
+        let twin = hub.hub().twin_document("filter").await.unwrap();
+        if twin["reported"][key] == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn filter_example_forwards_above_the_desired_threshold_and_resets() {
     bounded(async {
@@ -46,13 +58,7 @@ async fn filter_example_forwards_above_the_desired_threshold_and_resets() {
 
         hub.hub().patch_desired("filter", json!({"threshold": 35}).as_object().unwrap()).await.unwrap();
         // The module reports the threshold it applies; wait until the new one is in force.
-        loop {
-            let twin = hub.hub().twin_document("filter").await.unwrap();
-            if twin["reported"]["threshold"] == 35.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        reported(&hub, "threshold", json!(35.0)).await;
         for t in [30.0, 40.0] {
             sensor.send_to_output("readings", reading(t)).await.unwrap();
         }
@@ -60,6 +66,8 @@ async fn filter_example_forwards_above_the_desired_threshold_and_resets() {
         assert_eq!(serde_json::from_slice::<Value>(alert.message().body()).unwrap()["temperature"], 40.0);
         alert.complete().unwrap();
 
+        // The count is reported after each forward; the reset must see both.
+        reported(&hub, "forwarded", json!(2)).await;
         let out = hub
             .hub()
             .invoke_method("filter", "reset", b"null".to_vec(), Duration::from_secs(10), Duration::from_secs(10))
@@ -68,8 +76,6 @@ async fn filter_example_forwards_above_the_desired_threshold_and_resets() {
         assert_eq!(out.status, 200);
         let payload: Value = serde_json::from_str(out.payload.as_deref().unwrap()).unwrap();
         assert_eq!(payload, json!({"reset": true, "forwarded": 2}));
-        let twin = hub.hub().twin_document("filter").await.unwrap();
-        assert_eq!(twin["reported"]["forwarded"], 2);
         child.kill().await.unwrap();
     })
     .await

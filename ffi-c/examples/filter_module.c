@@ -100,11 +100,15 @@ static void on_reset(void *user_data, const edge_method_request *req) {
   pthread_mutex_lock(&mu);
   int n = snprintf(body, sizeof body, "{\"reset\":true,\"forwarded\":%ld}", forwarded);
   forwarded = 0;
+  pthread_mutex_unlock(&mu);
+  /* Answer first, then let the main thread finish: a client freed before the response is
+   * handed over would close the connection with the caller still waiting. Responding is
+   * allowed inside callbacks. */
+  edge_method_request_respond(req, 200, body, (size_t)n);
+  pthread_mutex_lock(&mu);
   resets++;
   pthread_cond_signal(&cv);
   pthread_mutex_unlock(&mu);
-  /* Responding is allowed inside callbacks. */
-  edge_method_request_respond(req, 200, body, (size_t)n);
 }
 
 static void handle(const edge_client *client, edge_message *msg) {

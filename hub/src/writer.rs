@@ -105,7 +105,7 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
         }
     }
     if route_waiters.is_empty() {
-        barriers.into_iter().for_each(|b| drop(b.send(())));
+        release(barriers);
         return stop;
     }
     let result = append_upstream(upstream_path, &upstream)
@@ -116,7 +116,7 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
     for done in route_waiters {
         let _ = done.send(result.clone());
     }
-    barriers.into_iter().for_each(|b| drop(b.send(())));
+    release(barriers);
     if result.is_ok() {
         let modules: HashSet<&str> = deliveries.iter().map(|d| d.module.as_str()).collect();
         for m in modules {
@@ -124,6 +124,12 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
         }
     }
     stop
+}
+
+fn release(barriers: Vec<oneshot::Sender<()>>) {
+    for b in barriers {
+        let _ = b.send(());
+    }
 }
 
 fn append_upstream(path: &PathBuf, lines: &[String]) -> Result<(), String> {

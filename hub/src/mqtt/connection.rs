@@ -80,6 +80,8 @@ where
     tracing::info!(peer, client_id = conn.client_id, "module connected");
     let result = conn.run(reader, keepalive).await;
     conn.finish();
+    // A TLS close and FIN rather than a bare drop, so nothing we wrote is lost to a reset.
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.writer.shutdown()).await;
     match result {
         Ok(()) => tracing::info!(client_id = conn.client_id, "module disconnected"),
         Err(Close(why)) => tracing::info!(client_id = conn.client_id, "connection closed: {why}"),
