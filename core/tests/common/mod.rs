@@ -2,6 +2,8 @@
 //! and a deployment, for the core's integration tests.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
