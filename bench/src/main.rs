@@ -112,33 +112,47 @@ impl HubProcess {
     async fn raw(&self, module: &str, inflight: u16) -> (AsyncClient, EventLoop) {
         let key = sas::decode_key(&self.key(module)).unwrap();
         let token = sas::module_token(&self.hub_host, &self.device, module, &key, sas::unix_now() + 3600);
-        let mut opts = MqttOptions::new(format!("{}/{module}", self.device), "localhost", self.port);
-        opts.set_credentials(format!("{}/{}/{module}/?api-version=2021-04-12", self.hub_host, self.device), token);
-        opts.set_clean_session(false);
-        opts.set_inflight(inflight);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut self.ca().as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        let (client, mut ev) = AsyncClient::new(opts, 1000);
-        ev.set_network_options(net);
-        loop {
-            if let Event::Incoming(Packet::ConnAck(_)) = ev.poll().await.unwrap() {
-                return (client, ev);
-            }
-        }
+        let user = format!("{}/{}/{module}/?api-version=2021-04-12", self.hub_host, self.device);
+        connect_raw(self.port, &format!("{}/{module}", self.device), Some((user, token)), &self.ca(), inflight).await
     }
     fn topic(&self, module: &str, output: &str) -> String {
         format!("devices/{}/modules/{module}/messages/events/%24.on={output}", self.device)
+    }
+}
+
+/// A raw rumqttc client over TLS trusting only `ca`, TCP_NODELAY on, clean session 0.
+async fn connect_raw(
+    port: u16,
+    client_id: &str,
+    credentials: Option<(String, String)>,
+    ca: &str,
+    inflight: u16,
+) -> (AsyncClient, EventLoop) {
+    let mut opts = MqttOptions::new(client_id, "localhost", port);
+    if let Some((user, password)) = credentials {
+        opts.set_credentials(user, password);
+    }
+    opts.set_clean_session(false);
+    opts.set_inflight(inflight);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    let (client, mut ev) = AsyncClient::new(opts, 1000);
+    ev.set_network_options(net);
+    loop {
+        if let Event::Incoming(Packet::ConnAck(_)) = ev.poll().await.unwrap() {
+            return (client, ev);
+        }
     }
 }
 
@@ -283,11 +297,19 @@ async fn raw_round_trip(hub: &HubProcess, n: usize) -> (Duration, Duration) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
-/// Module a publishes (window 100) through the route to module b; returns end-to-end msg/s and
-/// the p50/p99 of publish → delivery latency (timestamps ride in the payload).
-async fn route_throughput(hub: &HubProcess, n: usize) -> (f64, Duration, Duration) {
-    let (b, mut bev) = hub.raw("b", 100).await;
-    b.subscribe(format!("devices/{}/modules/b/inputs/#", hub.device), QoS::AtLeastOnce).await.unwrap();
+/// One publisher → one subscriber flow of `n` 256 B QoS 1 messages (window 100): returns
+/// end-to-end msg/s and the p50/p99 of publish → delivery latency (timestamps ride in the
+/// payload). `per_ms` paces the publisher (messages per millisecond) for latency under load.
+struct Flow {
+    publisher: (AsyncClient, EventLoop),
+    topic: String,
+    subscriber: (AsyncClient, EventLoop),
+    filter: String,
+}
+
+async fn run_flow(flow: Flow, n: usize, per_ms: Option<usize>) -> (f64, Duration, Duration) {
+    let Flow { publisher: (a, mut aev), topic, subscriber: (b, mut bev), filter } = flow;
+    b.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     count(&mut bev, 1, |p| matches!(p, Packet::SubAck(_))).await;
     let epoch = Instant::now();
     let receiver = tokio::spawn(async move {
@@ -300,11 +322,13 @@ async fn route_throughput(hub: &HubProcess, n: usize) -> (f64, Duration, Duratio
         }
         (lat, epoch.elapsed(), b)
     });
-    let (a, mut aev) = hub.raw("a", 100).await;
-    let topic = hub.topic("a", "route");
     let start = epoch.elapsed();
     let publisher = tokio::spawn(async move {
-        for _ in 0..n {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for i in 0..n {
+            if per_ms.is_some_and(|k| i % k == 0) {
+                tick.tick().await;
+            }
             let mut body = BODY.to_vec();
             body[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
             a.publish(topic.clone(), QoS::AtLeastOnce, false, body).await.unwrap();
@@ -317,6 +341,75 @@ async fn route_throughput(hub: &HubProcess, n: usize) -> (f64, Duration, Duratio
     let _ = b.disconnect().await;
     lat.sort();
     (rate(n, end - start), percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+/// Module a → route → module b through the hub.
+async fn hub_flow(hub: &HubProcess) -> Flow {
+    Flow {
+        subscriber: hub.raw("b", 100).await,
+        filter: format!("devices/{}/modules/b/inputs/#", hub.device),
+        publisher: hub.raw("a", 100).await,
+        topic: hub.topic("a", "route"),
+    }
+}
+
+/// mosquitto on the same box, TLS with the hub's certificate, plain pub → sub.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    ca: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_mosquitto(hub: &HubProcess) -> Option<Mosquitto> {
+    let dir = tempfile::tempdir().ok()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nallow_anonymous true\n\
+         max_queued_messages 0\nmax_inflight_messages 0\nset_tcp_nodelay true\npersistence false\nuser root\n",
+        ca = hub.state().join("ca.pem").display(),
+        cert = hub.state().join("server.pem").display(),
+        key = hub.state().join("server.key").display(),
+    );
+    std::fs::write(dir.path().join("bench.conf"), conf).ok()?;
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.path().join("bench.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut m = Mosquitto { child, port, ca: hub.ca(), _dir: dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(m);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = m.child.kill();
+    None
+}
+
+async fn mosquitto_flow(m: &Mosquitto) -> Flow {
+    Flow {
+        subscriber: connect_raw(m.port, "bench-sub", None, &m.ca, 100).await,
+        filter: "bench/flow".into(),
+        publisher: connect_raw(m.port, "bench-pub", None, &m.ca, 100).await,
+        topic: "bench/flow".into(),
+    }
+}
+
+/// The run with the median throughput.
+fn median_flow(mut runs: Vec<(f64, Duration, Duration)>) -> (f64, Duration, Duration) {
+    runs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    runs[runs.len() / 2]
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -368,21 +461,34 @@ async fn main() {
         format!("{} / {} µs", rp50.as_micros(), rp99.as_micros()),
         format!("{:.0} % (p50)", 100.0 * rp50.as_secs_f64() / cp50.as_secs_f64()),
     ));
-    let mut routes = Vec::new();
-    for _ in 0..runs {
-        routes.push(route_throughput(&hub, n * 2).await);
+    let flows = n * 2;
+    let mosquitto = start_mosquitto(&hub).await;
+    let mut flow_rows = Vec::new();
+    for (label, per_ms) in [("saturated (window 100)", None), ("paced at 5,000 msg/s", Some(5))] {
+        let mut hub_runs = Vec::new();
+        let mut mosq_runs = Vec::new();
+        for _ in 0..runs {
+            hub_runs.push(run_flow(hub_flow(&hub).await, flows, per_ms).await);
+            if let Some(m) = &mosquitto {
+                mosq_runs.push(run_flow(mosquitto_flow(m).await, flows, per_ms).await);
+            }
+        }
+        flow_rows.push((label, median_flow(hub_runs), (!mosq_runs.is_empty()).then(|| median_flow(mosq_runs))));
     }
-    routes.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    let (rate, p50, p99) = routes[routes.len() / 2];
     println!("| workload | edgemodule core | raw rumqttc | core / raw |");
     println!("|---|---|---|---|");
     for (w, c, r, ratio) in &rows {
         println!("| {w} | {c} | {r} | {ratio} |");
     }
     println!();
-    println!("| hub route, module a → route → module b, {} × 256 B QoS 1, window 100 | value |", n * 2);
-    println!("|---|---|");
-    println!("| throughput (first publish → last delivery) | {rate:.0} msg/s |");
-    println!("| latency publish → delivery p50 / p99 | {} / {} µs |", p50.as_micros(), p99.as_micros());
+    println!("| {flows} × 256 B QoS 1, one publisher → one subscriber | edgemodule-hub (module a → route → module b, stored) | mosquitto (topic → topic, not persisted) |");
+    println!("|---|---|---|");
+    for (label, (rate, p50, p99), mosq) in &flow_rows {
+        let m = match mosq {
+            Some((r, m50, m99)) => format!("{r:.0} msg/s, p50 {} µs, p99 {} µs", m50.as_micros(), m99.as_micros()),
+            None => "not installed".into(),
+        };
+        println!("| {label} | {rate:.0} msg/s, p50 {} µs, p99 {} µs | {m} |", p50.as_micros(), p99.as_micros());
+    }
     println!("\nmedian of {runs} runs; hub: {} in its own process; clients in this process", hub_binary().display());
 }
