@@ -27,7 +27,9 @@ pub struct Counters {
     pub acknowledged: AtomicU64,
     pub received: AtomicU64,
     pub reconnects: AtomicU64,
+    pub retries: AtomicU64,
     pub token_renewals: AtomicU64,
+    pub queue_depth: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -37,7 +39,11 @@ pub struct Metrics {
     pub acknowledged: u64,
     pub received: u64,
     pub reconnects: u64,
+    /// Connection attempts that failed and were retried.
+    pub retries: u64,
     pub token_renewals: u64,
+    /// Operations waiting for the connection or for room in the in-flight window.
+    pub queue_depth: u64,
 }
 
 /// A message that arrived on an input. Complete it to acknowledge it to the hub; a message that
@@ -555,7 +561,9 @@ impl ModuleClient {
             acknowledged: c.acknowledged.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
             token_renewals: c.token_renewals.load(Ordering::Relaxed),
+            queue_depth: c.queue_depth.load(Ordering::Relaxed),
         }
     }
 

@@ -141,6 +141,7 @@ impl Driver {
                         return self.shut_down(DisconnectReason::BadCredential, e);
                     }
                     attempt += 1;
+                    self.counters.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     match self.options.retry.delay(attempt, down_since.elapsed()) {
                         Some(wait) => {
                             if let Some(done) = self.wait_disconnected(wait).await {
@@ -416,10 +417,20 @@ impl Driver {
             return;
         }
         self.queue.push_back(cmd);
+        self.publish_queue_depth();
+    }
+
+    fn publish_queue_depth(&self) {
+        self.counters.queue_depth.store(self.queue.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Moves queued operations onto the wire while the window has room (and no renewal drains).
     fn fill_window(&mut self) {
+        self.drain_window();
+        self.publish_queue_depth();
+    }
+
+    fn drain_window(&mut self) {
         while self.renewing.is_none() && self.inflight.len() < self.options.max_in_flight {
             let Some(cmd) = self.queue.pop_front() else { break };
             match cmd {

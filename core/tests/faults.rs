@@ -113,3 +113,54 @@ async fn three_connection_cuts_during_sends_lose_no_acknowledged_message() {
     })
     .await
 }
+
+#[tokio::test]
+async fn sends_while_disconnected_wait_in_a_bounded_queue_then_go_out() {
+    bounded(async {
+        let mut hub = TestHub::start().await;
+        let options = hub.options().with_queue_bound(5).with_retry(RetryPolicy::ExponentialBackoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            give_up_after: None,
+        });
+        let sender =
+            ModuleClient::from_connection_string(&hub.connection_string("sender"), Some(&hub.ca_pem()), options)
+                .await
+                .unwrap();
+        let mut state = sender.connection_state();
+        hub.stop().await;
+        state.wait_for(|s| !s.is_connected()).await.unwrap();
+
+        let waiting: Vec<_> = (0..5)
+            .map(|i| {
+                let s = sender.clone();
+                tokio::spawn(async move { s.send_to_output("out1", Message::new(format!("queued {i}"))).await })
+            })
+            .collect();
+        while sender.metrics().queue_depth < 5 {
+            tokio::task::yield_now().await;
+        }
+        let full = sender.send_to_output("out1", Message::new("one too many")).await.unwrap_err();
+        assert_eq!(full.kind(), ErrorKind::QueueFull, "{full}");
+
+        hub.restart().await;
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        let m = sender.metrics();
+        assert_eq!(m.queue_depth, 0);
+        assert!(m.retries >= 1 && m.reconnects >= 1, "{m:?}");
+
+        let receiver = hub.client("receiver").await;
+        let mut input = receiver.input_receiver("in1").unwrap();
+        let mut bodies = Vec::new();
+        for _ in 0..5 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), input.recv()).await.unwrap().unwrap();
+            bodies.push(String::from_utf8(msg.message().body().to_vec()).unwrap());
+            msg.complete().unwrap();
+        }
+        bodies.sort();
+        assert_eq!(bodies, (0..5).map(|i| format!("queued {i}")).collect::<Vec<_>>());
+    })
+    .await
+}
