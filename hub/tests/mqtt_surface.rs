@@ -315,3 +315,24 @@ async fn malformed_manifests_are_rejected_naming_file_path_and_problem() {
     let err = start(HubConfig::new(dir.path(), &file)).await.err().unwrap();
     assert!(err.contains("bad.json") && err.contains("line 1"), "{err}");
 }
+
+#[tokio::test]
+async fn a_connection_is_closed_when_its_token_expires() {
+    let hub = Hub::start().await;
+    let d = hub.device();
+    // Valid for two more seconds: edgeHub allows five minutes of clock skew past `se`.
+    let almost_expired = hub.token("a", sas::unix_now() + 2 - sas::MAX_CLOCK_SKEW_SECS);
+    let (_c, mut ev) = hub.raw("a", &format!("{d}/a"), almost_expired);
+    assert_eq!(connack(&mut ev).await, Ok(ConnectReturnCode::Success));
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if ev.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the hub kept a connection whose token expired");
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed too early: {:?}", started.elapsed());
+}
