@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 
-HUB, PY, NODE_DIR = sys.argv[1:4]
+HUB, PY, NODE_DIR = (os.path.abspath(p) for p in sys.argv[1:4])
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEPLOYMENT = {
     "modulesContent": {
