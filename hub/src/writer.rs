@@ -2,7 +2,7 @@
 //! burst of routed messages costs one fsync instead of one each. A sender's PUBACK waits for the
 //! commit that holds its message; that is what makes "acknowledged" mean "survives kill -9".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -85,6 +85,8 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
     let mut route_waiters = Vec::new();
     let mut stop = false;
     let mut barriers = Vec::new();
+    // One transaction per module for every ack in the group, not one per PUBACK batch.
+    let mut acks: HashMap<String, Vec<u64>> = HashMap::new();
     for req in group {
         match req {
             WriteRequest::Route { deliveries: d, upstream: u, done } => {
@@ -92,16 +94,17 @@ fn commit_group(store: &Store, upstream_path: &PathBuf, wake: &WakeFn, group: Ve
                 upstream.extend(u);
                 route_waiters.push(done);
             }
-            WriteRequest::Ack { module, seqs } => {
-                if let Err(e) = store.ack(&module, &seqs) {
-                    tracing::error!(module, error = %e, "acknowledging deliveries failed");
-                }
-            }
+            WriteRequest::Ack { module, seqs } => acks.entry(module).or_default().extend(seqs),
             WriteRequest::SaveTwin { module, twin, done } => {
                 let _ = done.send(store.save_twin(&module, &twin).map_err(|e| e.to_string()));
             }
             WriteRequest::Barrier { done } => barriers.push(done),
             WriteRequest::Stop => stop = true,
+        }
+    }
+    for (module, seqs) in acks {
+        if let Err(e) = store.ack(&module, &seqs) {
+            tracing::error!(module, error = %e, "acknowledging deliveries failed");
         }
     }
     if route_waiters.is_empty() {
