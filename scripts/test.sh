@@ -10,9 +10,9 @@ export CARGO_PROFILE="${CARGO_PROFILE:-ci}"
 started=$SECONDS
 stage() { printf '\n======== %s (t=%ss)\n' "$*" "$((SECONDS - started))"; }
 
-stage "toolchain: C compilers for the C ABI tests"
-if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+stage "toolchain: C compilers and valgrind for the C ABI tests"
+if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null || ! command -v valgrind >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq build-essential valgrind >/dev/null
 fi
 
 stage "cargo fmt --check"

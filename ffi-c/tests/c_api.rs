@@ -235,9 +235,17 @@ async fn c_header_compiles_as_cpp() {
     assert_ran("api_header_cpp", run_plain(&exe).await);
 }
 
-async fn int_module(sanitize: bool) {
+#[derive(Clone, Copy, PartialEq)]
+enum Build {
+    Plain,
+    Sanitized,
+    /// Plain build run under valgrind's memcheck: no definite or indirect leak, no memory error.
+    Valgrind,
+}
+
+async fn int_module(build: Build) {
     let tmp = tempfile::tempdir().unwrap();
-    let extra = if sanitize { SANITIZE } else { &[] };
+    let extra = if build == Build::Sanitized { SANITIZE } else { &[] };
     let exe = compile(tmp.path(), "int_module", &[c_source("int_module.c")], false, extra);
     let hub = Hub::start().await;
     let (mqtt, https) = hub.ports();
@@ -248,6 +256,23 @@ async fn int_module(sanitize: bool) {
         mqtt.to_string(),
         https.to_string(),
     ];
+    let (exe, args) = match build {
+        Build::Valgrind => {
+            let mut wrapped: Vec<String> = [
+                "--suppressions=tests/valgrind.supp",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--show-leak-kinds=definite,indirect",
+                "--error-exitcode=99",
+            ]
+            .map(String::from)
+            .to_vec();
+            wrapped.push(exe.display().to_string());
+            wrapped.extend(args);
+            (PathBuf::from("valgrind"), wrapped)
+        }
+        _ => (exe, args),
+    };
     let env = hub.module_env("other");
     let h = hub.running.hub.clone();
     let out = run(&exe, &args, &env, |line| {
@@ -266,7 +291,13 @@ async fn int_module(sanitize: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_int_module_against_hub() {
-    int_module(false).await;
+    int_module(Build::Plain).await;
+}
+
+/// The full connect → send → receive → twin → method → close cycle under valgrind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_module_under_valgrind_has_no_leaks() {
+    int_module(Build::Valgrind).await;
 }
 
 /// The same C tests built with AddressSanitizer and UBSan (leak detection off: the process-wide
@@ -276,7 +307,7 @@ async fn c_tests_under_asan_ubsan() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = compile(tmp.path(), "api_contract_asan", &[c_source("api_contract.c")], false, SANITIZE);
     assert_ran("api_contract (asan)", run_plain(&exe).await);
-    int_module(true).await;
+    int_module(Build::Sanitized).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
