@@ -25,6 +25,8 @@ stage "Python package"
 timeout 1200 ./scripts/test-python.sh
 stage "Node package"
 timeout 1200 ./scripts/test-node.sh
+stage "demo: C sensor -> Python filter -> Node alert, end to end"
+timeout 1500 ./scripts/test-demo.sh
 # The official SDKs need ports 8883 and 443, so they run last and alone.
 stage "official Azure IoT SDKs against the hub"
 timeout 900 ./scripts/test-compat.sh
