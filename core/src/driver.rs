@@ -536,6 +536,13 @@ impl Driver {
                 self.desired_version = Some(version);
                 self.handlers.lock().unwrap().dispatch_desired(desired);
             }
+            // Nothing seen yet. On the first connection this is the baseline; after a reconnect
+            // the first resync never completed, so a change in between cannot be ruled out:
+            // deliver the whole document rather than risk losing it.
+            None if self.epoch > 1 => {
+                self.desired_version = Some(version);
+                self.handlers.lock().unwrap().dispatch_desired(desired);
+            }
             None => self.desired_version = Some(version),
             _ => {}
         }
