@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -44,6 +45,37 @@ pub struct Metrics {
     pub token_renewals: u64,
     /// Operations waiting for the connection or for room in the in-flight window.
     pub queue_depth: u64,
+}
+
+/// MQTT quality of service for user topics (QoS 2 is not supported by IoT Edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Qos {
+    /// Fire and forget: `publish` resolves once the message is written to the connection.
+    AtMostOnce = 0,
+    /// Acknowledged: `publish` resolves on the hub's PUBACK; resent after a reconnect.
+    #[default]
+    AtLeastOnce = 1,
+}
+
+impl Qos {
+    fn wire(self) -> QoS {
+        match self {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        }
+    }
+}
+
+/// A message received on a user topic (see [`ModuleClient::subscribe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMessage {
+    /// The topic it was published on.
+    pub topic: String,
+    pub payload: Bytes,
+    /// The QoS it was delivered with (the lower of the publish's and the subscription's).
+    pub qos: Qos,
+    /// Set when the message is a retained one sent because the subscription was made.
+    pub retain: bool,
 }
 
 /// A message that arrived on an input. Complete it to acknowledge it to the hub; a message that
@@ -398,7 +430,7 @@ impl ModuleClient {
     ) -> Result<()> {
         let (topic, payload) = self.output_publish(output, msg)?;
         let (done, wait) = oneshot::channel();
-        self.command(Command::Publish { topic, payload, done })?;
+        self.command(Command::Publish { topic, payload, qos: QoS::AtLeastOnce, retain: false, done })?;
         let deadline = self.deadline(timeout);
         match tokio::time::timeout(deadline, wait).await {
             Ok(Ok(result)) => result,
@@ -418,7 +450,7 @@ impl ModuleClient {
         let mut waits = Vec::with_capacity(publishes.len());
         for (topic, payload) in publishes {
             let (done, wait) = oneshot::channel();
-            self.command(Command::Publish { topic, payload, done })?;
+            self.command(Command::Publish { topic, payload, qos: QoS::AtLeastOnce, retain: false, done })?;
             waits.push(wait);
         }
         let deadline = self.deadline(timeout);
@@ -549,6 +581,89 @@ impl ModuleClient {
         self.shared.invoker.invoke(&self.shared.identity, device, module, request).await
     }
 
+    // ---- user topics (the MQTT broker, docs/broker.md) ----
+
+    /// Publishes `payload` on user topic `topic` (no wildcards, not a `devices/…` or `$iothub/…`
+    /// topic). QoS 1 resolves on the hub's PUBACK, QoS 0 once written. With `retain` the hub
+    /// keeps the message for later subscribers (an empty payload clears it).
+    ///
+    /// The hub's authorization policy must allow `mqtt:publish` on the topic; if it does not, the
+    /// hub closes the connection (MQTT 3.1.1 has no negative PUBACK) and the message is not
+    /// delivered. The client reconnects; a QoS 1 publish refused twice fails with CONNECTION_LOST.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: Qos, retain: bool) -> Result<()> {
+        self.publish_with_timeout(topic, payload, qos, retain, None).await
+    }
+
+    pub async fn publish_with_timeout(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: Qos,
+        retain: bool,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        validate::user_topic(topic)?;
+        let payload = payload.into();
+        if payload.len() > validate::MAX_MESSAGE_BYTES {
+            return Err(Error::new(
+                ErrorKind::MessageTooLarge,
+                format!("payload is {} bytes; the limit is {}", payload.len(), validate::MAX_MESSAGE_BYTES),
+            ));
+        }
+        let (done, wait) = oneshot::channel();
+        self.command(Command::Publish { topic: topic.to_string(), payload, qos: qos.wire(), retain, done })?;
+        let deadline = self.deadline(timeout);
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(Error::timeout("publish", deadline)),
+        }
+    }
+
+    /// Subscribes to user-topic filter `filter` (MQTT wildcards allowed) at QoS 1 and returns the
+    /// receiver of its messages, once the hub granted it (SUBACK). A refusal by the hub's policy
+    /// is a REJECTED error. The subscription is restored after every reconnect; subscribing to
+    /// the same filter again replaces the earlier receiver.
+    pub async fn subscribe(&self, filter: &str) -> Result<mpsc::UnboundedReceiver<TopicMessage>> {
+        self.subscribe_with(filter, Qos::AtLeastOnce, None).await
+    }
+
+    pub async fn subscribe_with(
+        &self,
+        filter: &str,
+        qos: Qos,
+        timeout: Option<Duration>,
+    ) -> Result<mpsc::UnboundedReceiver<TopicMessage>> {
+        validate::user_topic_filter(filter)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done, wait) = oneshot::channel();
+        self.command(Command::Subscribe { filter: filter.to_string(), qos: qos.wire(), tx, done })?;
+        let deadline = self.deadline(timeout);
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(result)) => result.map(|()| rx),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(Error::timeout("subscribe", deadline)),
+        }
+    }
+
+    /// Ends the subscription to `filter`; its receiver sees no further messages. Resolves on the
+    /// hub's UNSUBACK (at once while disconnected: the UNSUBSCRIBE goes out on reconnect).
+    pub async fn unsubscribe(&self, filter: &str) -> Result<()> {
+        self.unsubscribe_with_timeout(filter, None).await
+    }
+
+    pub async fn unsubscribe_with_timeout(&self, filter: &str, timeout: Option<Duration>) -> Result<()> {
+        validate::user_topic_filter(filter)?;
+        let (done, wait) = oneshot::channel();
+        self.command(Command::Unsubscribe { filter: filter.to_string(), done })?;
+        let deadline = self.deadline(timeout);
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(Error::timeout("unsubscribe", deadline)),
+        }
+    }
+
     /// The connection state; `changed().await` on the receiver waits for the next change.
     pub fn connection_state(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.clone()
@@ -601,5 +716,13 @@ mod tests {
         assert_send(&from_env);
         assert_send(&ModuleClient::from_environment(ClientOptions::default()));
         assert_send(&ModuleClient::from_connection_string("", None, ClientOptions::default()));
+    }
+
+    /// Compile-time check (never called): the user-topic futures are `Send` too.
+    #[allow(dead_code)]
+    fn user_topic_futures_are_send(c: &ModuleClient) {
+        assert_send(&c.publish("t", "x", Qos::AtLeastOnce, false));
+        assert_send(&c.subscribe("t/#"));
+        assert_send(&c.unsubscribe("t/#"));
     }
 }

@@ -8,12 +8,15 @@
 //! per-publish acknowledgement (rumqttc's `publish` resolves on enqueue) and deferred PUBACKs
 //! tied to a connection epoch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, Subscribe, SubscribeFilter};
+use rumqttc::mqttbytes::v4::{
+    Connect, ConnectReturnCode, Login, Packet, PubAck, Publish, Subscribe, SubscribeFilter, SubscribeReasonCode,
+    Unsubscribe,
+};
 use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
-use crate::client::{Counters, Handlers, InputMessage, MethodRequest};
+use crate::client::{Counters, Handlers, InputMessage, MethodRequest, Qos, TopicMessage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::ModuleIdentity;
 use crate::message::Message;
@@ -38,12 +41,43 @@ type Stream = TlsStream<TcpStream>;
 
 /// A request from a `ModuleClient` handle to the driver.
 pub(crate) enum Command {
-    Publish { topic: String, payload: Bytes, done: oneshot::Sender<Result<()>> },
-    Twin { request: TwinOp, done: oneshot::Sender<Result<(u16, Bytes)>> },
-    MethodResponse { rid: String, status: i64, payload: Bytes, done: oneshot::Sender<Result<()>> },
-    Ack { pkid: u16, epoch: u64 },
+    /// QoS 1 resolves on PUBACK; QoS 0 once written to the connection.
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Twin {
+        request: TwinOp,
+        done: oneshot::Sender<Result<(u16, Bytes)>>,
+    },
+    MethodResponse {
+        rid: String,
+        status: i64,
+        payload: Bytes,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Ack {
+        pkid: u16,
+        epoch: u64,
+    },
     SubscribeInputs,
-    Close { done: oneshot::Sender<()> },
+    /// A user-topic subscription; resolves on SUBACK (an error if the hub refused it).
+    Subscribe {
+        filter: String,
+        qos: QoS,
+        tx: mpsc::UnboundedSender<TopicMessage>,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Unsubscribe {
+        filter: String,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Clone)]
@@ -57,6 +91,21 @@ enum Ended {
     Closed(oneshot::Sender<()>),
     Renew,
     Lost(DisconnectReason, String),
+}
+
+/// A user-topic SUBSCRIBE awaiting its SUBACK. Without `tx` it restores an existing subscription
+/// after a reconnect.
+struct PendingSub {
+    filter: String,
+    qos: QoS,
+    tx: Option<mpsc::UnboundedSender<TopicMessage>>,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+struct UserSub {
+    filter: String,
+    qos: QoS,
+    tx: mpsc::UnboundedSender<TopicMessage>,
 }
 
 struct PendingTwin {
@@ -82,6 +131,18 @@ pub(crate) struct Driver {
     desired_version: Option<i64>,
     out: BytesMut,
     renewing: Option<Instant>,
+    /// QoS 0 publishes in `out`, resolved once it is flushed.
+    written: Vec<oneshot::Sender<Result<()>>>,
+    user_subs: Vec<UserSub>,
+    pending_subs: HashMap<u16, PendingSub>,
+    pending_unsubs: HashMap<u16, (String, oneshot::Sender<Result<()>>)>,
+    /// Subscribe and unsubscribe requests that arrived while disconnected.
+    unsent_subs: Vec<PendingSub>,
+    unsent_unsubs: Vec<String>,
+    /// In-flight user-topic publishes already resent once after a reconnect: a second loss
+    /// fails them instead of resending again (the hub closes the connection on a publish the
+    /// policy refuses, so resending forever would loop).
+    resent_user: HashSet<u16>,
 }
 
 /// What `ModuleClient` needs to start a driver.
@@ -116,6 +177,13 @@ impl Driver {
             desired_version: None,
             out: BytesMut::with_capacity(64 * 1024),
             renewing: None,
+            written: Vec::new(),
+            user_subs: Vec::new(),
+            pending_subs: HashMap::new(),
+            pending_unsubs: HashMap::new(),
+            unsent_subs: Vec::new(),
+            unsent_unsubs: Vec::new(),
+            resent_user: HashSet::new(),
         }
     }
 
@@ -159,7 +227,9 @@ impl Driver {
             if let Some(f) = first.take() {
                 let _ = f.send(Ok(()));
             }
-            match self.serve(stream, token_expiry, leftover).await {
+            let ended = self.serve(stream, token_expiry, leftover).await;
+            self.connection_ended();
+            match ended {
                 Ended::Closed(done) => return self.finish_close(done),
                 Ended::Renew => {
                     self.counters.token_renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -175,6 +245,15 @@ impl Driver {
             }
             self.counters.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             down_since = Instant::now();
+        }
+    }
+
+    /// After a connection ends: unsubscribes in flight are done locally (the filter no longer
+    /// delivers) and go out again after the reconnect.
+    fn connection_ended(&mut self) {
+        for (_, (filter, done)) in self.pending_unsubs.drain() {
+            self.unsent_unsubs.push(filter);
+            let _ = done.send(Ok(()));
         }
     }
 
@@ -356,9 +435,25 @@ impl Driver {
         }
         let pkid = self.allocate_pkid();
         self.write(Packet::Subscribe(Subscribe { pkid, filters }));
+        self.restore_user_subscriptions();
         let mut resend: Vec<_> = self.inflight.values().map(|(p, _)| p.clone()).collect();
         resend.sort_by_key(|p| p.pkid);
         for mut p in resend {
+            if crate::validate::is_reserved_topic(&p.topic) {
+                // IoT Hub topics: always resent.
+            } else if !self.resent_user.insert(p.pkid) {
+                if let Some((_, done)) = self.inflight.remove(&p.pkid) {
+                    self.resent_user.remove(&p.pkid);
+                    let _ = done.send(Err(Error::new(
+                        ErrorKind::ConnectionLost,
+                        format!(
+                            "the hub closed the connection again while publishing to '{}';                              the broker policy may not allow this module to publish there",
+                            p.topic
+                        ),
+                    )));
+                }
+                continue;
+            }
             p.dup = true;
             self.write(Packet::Publish(p));
         }
@@ -367,6 +462,80 @@ impl Driver {
             self.write_twin(&rid, &op);
         }
         self.start_resync();
+    }
+
+    /// After a reconnect: subscribe again to every user topic (the hub may have lost the
+    /// session), send what was asked while disconnected, and re-send SUBSCRIBEs never answered.
+    fn restore_user_subscriptions(&mut self) {
+        for filter in std::mem::take(&mut self.unsent_unsubs) {
+            let pkid = self.allocate_pkid();
+            self.write(Packet::Unsubscribe(Unsubscribe { pkid, topics: vec![filter] }));
+        }
+        let mut waiting: Vec<(u16, PendingSub)> = self.pending_subs.drain().collect();
+        waiting.sort_by_key(|(pkid, _)| *pkid);
+        let mut requests: Vec<PendingSub> = waiting.into_iter().map(|(_, p)| p).collect();
+        requests.extend(std::mem::take(&mut self.unsent_subs));
+        let restores: Vec<PendingSub> = self
+            .user_subs
+            .iter()
+            .filter(|s| !requests.iter().any(|r| r.filter == s.filter))
+            .map(|s| PendingSub { filter: s.filter.clone(), qos: s.qos, tx: None, done: None })
+            .collect();
+        for request in restores.into_iter().chain(requests) {
+            self.send_subscribe(request);
+        }
+    }
+
+    fn send_subscribe(&mut self, request: PendingSub) {
+        let pkid = self.allocate_pkid();
+        let filter = SubscribeFilter::new(request.filter.clone(), request.qos);
+        self.write(Packet::Subscribe(Subscribe { pkid, filters: vec![filter] }));
+        self.pending_subs.insert(pkid, request);
+    }
+
+    fn on_suback(&mut self, pkid: u16, refused: bool) {
+        let Some(request) = self.pending_subs.remove(&pkid) else { return };
+        if refused {
+            if request.tx.is_none() {
+                tracing::error!("the hub no longer allows the subscription to '{}'; dropping it", request.filter);
+                self.user_subs.retain(|s| s.filter != request.filter);
+            }
+            if let Some(done) = request.done {
+                let _ = done.send(Err(Error::new(
+                    ErrorKind::Rejected,
+                    format!("the hub refused the subscription to '{}' (not authorized)", request.filter),
+                )));
+            }
+            return;
+        }
+        if let Some(tx) = request.tx {
+            if !tx.is_closed() {
+                self.user_subs.retain(|s| s.filter != request.filter);
+                self.user_subs.push(UserSub { filter: request.filter, qos: request.qos, tx });
+            }
+        }
+        if let Some(done) = request.done {
+            let _ = done.send(Ok(()));
+        }
+    }
+
+    /// A message on a user topic: acknowledged at once, then given to every matching receiver.
+    fn on_user_message(&mut self, p: Publish) {
+        if p.qos == QoS::AtLeastOnce {
+            self.write(Packet::PubAck(PubAck::new(p.pkid)));
+        }
+        self.counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let msg = TopicMessage {
+            topic: p.topic,
+            payload: p.payload,
+            qos: if p.qos == QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce },
+            retain: p.retain,
+        };
+        for sub in &self.user_subs {
+            if crate::validate::topic_matches(&sub.filter, &msg.topic) {
+                let _ = sub.tx.send(msg.clone());
+            }
+        }
     }
 
     fn inputs_filter(&self) -> SubscribeFilter {
@@ -395,6 +564,15 @@ impl Driver {
                     let filter = self.inputs_filter();
                     self.write(Packet::Subscribe(Subscribe { pkid, filters: vec![filter] }));
                 }
+            }
+            Command::Subscribe { filter, qos, tx, done } => {
+                self.send_subscribe(PendingSub { filter, qos, tx: Some(tx), done: Some(done) });
+            }
+            Command::Unsubscribe { filter, done } => {
+                self.user_subs.retain(|s| s.filter != filter);
+                let pkid = self.allocate_pkid();
+                self.write(Packet::Unsubscribe(Unsubscribe { pkid, topics: vec![filter.clone()] }));
+                self.pending_unsubs.insert(pkid, (filter, done));
             }
             other => self.enqueue(other),
         }
@@ -434,17 +612,23 @@ impl Driver {
         while self.renewing.is_none() && self.inflight.len() < self.options.max_in_flight {
             let Some(cmd) = self.queue.pop_front() else { break };
             match cmd {
-                Command::Publish { topic, payload, done } => {
+                Command::Publish { topic, payload, qos, retain, done } => {
                     if done.is_closed() {
                         continue; // the caller gave up before it went out: not sent at all
                     }
-                    let pkid = self.allocate_pkid();
-                    let mut p = Publish::new(topic, QoS::AtLeastOnce, Vec::new());
+                    let mut p = Publish::new(topic, qos, Vec::new());
                     p.payload = payload;
+                    p.retain = retain;
+                    self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if qos == QoS::AtMostOnce {
+                        self.write(Packet::Publish(p));
+                        self.written.push(done);
+                        continue;
+                    }
+                    let pkid = self.allocate_pkid();
                     p.pkid = pkid;
                     self.write(Packet::Publish(p.clone()));
                     self.inflight.insert(pkid, (p, done));
-                    self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Command::Twin { request, done } => {
                     let rid = uuid::Uuid::new_v4().to_string();
@@ -472,15 +656,23 @@ impl Driver {
     fn on_packet(&mut self, packet: Packet) {
         match packet {
             Packet::PubAck(a) => {
+                self.resent_user.remove(&a.pkid);
                 if let Some((_, done)) = self.inflight.remove(&a.pkid) {
                     self.counters.acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = done.send(Ok(()));
                 }
             }
             Packet::Publish(p) => self.on_publish(p),
-            Packet::SubAck(s)
-                if s.return_codes.iter().any(|c| matches!(c, rumqttc::mqttbytes::v4::SubscribeReasonCode::Failure)) =>
-            {
+            Packet::SubAck(s) if self.pending_subs.contains_key(&s.pkid) => {
+                let refused = s.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure));
+                self.on_suback(s.pkid, refused);
+            }
+            Packet::UnsubAck(u) => {
+                if let Some((_, done)) = self.pending_unsubs.remove(&u.pkid) {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Packet::SubAck(s) if s.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) => {
                 tracing::error!("the hub refused a subscription: {:?}", s.return_codes);
             }
             _ => {}
@@ -519,6 +711,8 @@ impl Driver {
             let request =
                 MethodRequest::new(name.to_string(), rid.to_string(), p.payload.clone(), self.self_tx.clone());
             self.handlers.lock().unwrap().dispatch_method(request);
+        } else {
+            self.on_user_message(p);
         }
     }
 
@@ -551,8 +745,13 @@ impl Driver {
     fn allocate_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid != 0 && !self.inflight.contains_key(&self.next_pkid) {
-                return self.next_pkid;
+            let id = self.next_pkid;
+            if id != 0
+                && !self.inflight.contains_key(&id)
+                && !self.pending_subs.contains_key(&id)
+                && !self.pending_unsubs.contains_key(&id)
+            {
+                return id;
             }
         }
     }
@@ -572,10 +771,17 @@ impl Driver {
             writer.write_all(&out).await?;
             writer.flush().await
         };
-        match tokio::time::timeout(self.options.connect_timeout, write).await {
+        let result = match tokio::time::timeout(self.options.connect_timeout, write).await {
             Ok(r) => r.map_err(lost),
             Err(_) => Err(Error::new(ErrorKind::ConnectionLost, "the hub stopped reading")),
+        };
+        for done in self.written.drain(..) {
+            let _ = done.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::new(ErrorKind::ConnectionLost, e.to_string())),
+            });
         }
+        result
     }
 
     /// Waits out a backoff while still taking commands; returns a close request if one came.
@@ -589,6 +795,15 @@ impl Driver {
                     None => return Some(oneshot::channel().0),
                     Some(Command::Ack { .. }) => {} // acks belong to the lost connection
                     Some(Command::SubscribeInputs) => self.inputs_wanted = true,
+                    Some(Command::Subscribe { filter, qos, tx, done }) => {
+                        self.unsent_subs.push(PendingSub { filter, qos, tx: Some(tx), done: Some(done) });
+                    }
+                    Some(Command::Unsubscribe { filter, done }) => {
+                        self.user_subs.retain(|s| s.filter != filter);
+                        self.unsent_subs.retain(|s| s.filter != filter);
+                        self.unsent_unsubs.push(filter);
+                        let _ = done.send(Ok(()));
+                    }
                     Some(cmd) => {
                         if let Some(done) = self.accept(cmd) {
                             return Some(done);
@@ -624,6 +839,18 @@ impl Driver {
                 let _ = done.send(Err(err()));
             }
         }
+        for done in self.written.drain(..) {
+            let _ = done.send(Err(err()));
+        }
+        let subs: Vec<PendingSub> =
+            self.pending_subs.drain().map(|(_, p)| p).chain(self.unsent_subs.drain(..)).collect();
+        for done in subs.into_iter().filter_map(|p| p.done) {
+            let _ = done.send(Err(err()));
+        }
+        for (_, (_, done)) in self.pending_unsubs.drain() {
+            let _ = done.send(Err(err()));
+        }
+        self.user_subs.clear();
         self.commands.close();
         let leftover: Vec<Command> =
             self.queue.drain(..).chain(std::iter::from_fn(|| self.commands.try_recv().ok())).collect();
@@ -633,6 +860,9 @@ impl Driver {
                     let _ = done.send(Err(err()));
                 }
                 Command::Twin { done, .. } => {
+                    let _ = done.send(Err(err()));
+                }
+                Command::Subscribe { done, .. } | Command::Unsubscribe { done, .. } => {
                     let _ = done.send(Err(err()));
                 }
                 Command::Close { done } => {

@@ -17,7 +17,7 @@ mod tls;
 pub mod validate;
 pub mod wire;
 
-pub use client::{InputMessage, MethodRequest, Metrics, ModuleClient, Twin};
+pub use client::{InputMessage, MethodRequest, Metrics, ModuleClient, Qos, TopicMessage, Twin};
 pub use error::{Error, ErrorKind, Result};
 pub use identity::ModuleIdentity;
 pub use invoke::{MethodInvocation, MethodResult};

@@ -88,6 +88,97 @@ pub fn method_payload(payload: &[u8]) -> Result<serde_json::Value> {
     serde_json::from_slice(payload).map_err(|e| Error::invalid(format!("method payload is not JSON: {e}")))
 }
 
+/// The MQTT limit on topic names and filters (a two-byte length prefix).
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// Topic prefixes of the IoT Hub surface (telemetry, inputs, twins, methods). The hub serves them
+/// itself, so they are not user topics: `publish`/`subscribe` refuse them.
+pub const RESERVED_TOPIC_PREFIXES: &[&str] = &["devices/", "$iothub/"];
+
+/// Whether `topic` (a name or a filter) belongs to the IoT Hub surface rather than to user topics.
+pub fn is_reserved_topic(topic: &str) -> bool {
+    RESERVED_TOPIC_PREFIXES.iter().any(|p| topic.starts_with(p))
+}
+
+fn topic_common(what: &str, topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        return Err(Error::invalid(format!("{what} must not be empty")));
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(Error::invalid(format!("{what} is longer than {MAX_TOPIC_BYTES} bytes")));
+    }
+    if topic.contains('\0') {
+        return Err(Error::invalid(format!("{what} {topic:?} contains a NUL character")));
+    }
+    Ok(())
+}
+
+/// MQTT topic-name syntax (what a PUBLISH may carry): non-empty, no NUL, no `+` or `#`.
+pub fn topic_name_syntax(topic: &str) -> Result<()> {
+    topic_common("topic", topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(Error::invalid(format!("topic '{topic}' contains a wildcard; wildcards belong in filters")));
+    }
+    Ok(())
+}
+
+/// MQTT topic-filter syntax: non-empty, no NUL, `+` only as a whole level, `#` only as the whole
+/// last level.
+pub fn topic_filter_syntax(filter: &str) -> Result<()> {
+    topic_common("topic filter", filter)?;
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err(Error::invalid(format!("topic filter '{filter}': '#' must be the whole last level")));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err(Error::invalid(format!("topic filter '{filter}': '+' must be a whole level")));
+        }
+    }
+    Ok(())
+}
+
+/// A user topic to publish on: valid topic-name syntax and not an IoT Hub topic.
+pub fn user_topic(topic: &str) -> Result<()> {
+    topic_name_syntax(topic)?;
+    if is_reserved_topic(topic) {
+        return Err(Error::invalid(format!(
+            "topic '{topic}' is an IoT Hub topic; use send_to_output, the twin and method APIs instead"
+        )));
+    }
+    Ok(())
+}
+
+/// A user topic filter to subscribe to: valid filter syntax and not an IoT Hub filter.
+pub fn user_topic_filter(filter: &str) -> Result<()> {
+    topic_filter_syntax(filter)?;
+    if is_reserved_topic(filter) {
+        return Err(Error::invalid(format!(
+            "topic filter '{filter}' is an IoT Hub topic; use the input, twin and method receivers instead"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `topic` matches `filter` under MQTT 3.1.1 rules, including that a filter starting
+/// with a wildcard does not match topics starting with `$`. Both are assumed syntactically valid.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +209,32 @@ mod tests {
             method_payload(&vec![b' '; MAX_METHOD_PAYLOAD_BYTES + 1]).unwrap_err().kind(),
             ErrorKind::MessageTooLarge
         );
+    }
+
+    #[test]
+    fn topics_and_filters() {
+        for good in ["a", "a/b", "/", "a//b", "$share-less/x", "sensors/temp 1"] {
+            assert!(user_topic(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a/+", "a/#", "devices/d/modules/m/x", "$iothub/twin/GET", "a\0b"] {
+            assert_eq!(user_topic(bad).unwrap_err().kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
+        for good in ["#", "+", "a/+/b", "a/#", "+/+", "a//#"] {
+            assert!(user_topic_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a#", "a/#/b", "a+/b", "#/a", "devices/#", "$iothub/#"] {
+            assert!(user_topic_filter(bad).is_err(), "{bad:?}");
+        }
+        assert!(topic_matches("a/+/c", "a/b/c"));
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("#", "a/b"));
+        assert!(!topic_matches("#", "$SYS/x"));
+        assert!(!topic_matches("+/x", "$SYS/x"));
+        assert!(topic_matches("$SYS/#", "$SYS/x"));
+        assert!(!topic_matches("a/+", "a/b/c"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(topic_matches("+", ""));
+        assert!(topic_matches("a/+", "a/"));
     }
 }

@@ -24,6 +24,10 @@ use crate::writer::WriteRequest;
 pub const GENERATION_ID: &str = "1";
 /// The workload API version given to modules (one Python sends through unchanged).
 pub const WORKLOAD_API_VERSION: &str = "2019-01-30";
+/// Lifetime of a token from `edgemodule-hub token` when `--ttl` is not given (the SDKs' default).
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
+/// The longest token `edgemodule-hub token` signs (one year).
+pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 
 pub fn start(
     hub: Arc<Hub>,
@@ -117,6 +121,15 @@ async fn handle(hub: &Hub, req: &Value, mqtt: SocketAddr, https: SocketAddr) -> 
             let module = deployed_module(hub, req)?;
             Ok(json!({ "ok": true, "env": module_env(hub, module, mqtt, https) }))
         }
+        "token" => {
+            let module = deployed_module(hub, req)?;
+            let ttl = req["ttl"].as_u64().unwrap_or(DEFAULT_TOKEN_TTL_SECS);
+            if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+                return Err(format!("'ttl' must be between 1 and {MAX_TOKEN_TTL_SECS} seconds"));
+            }
+            let expiry = edgemodule_core::wire::sas::unix_now() + ttl;
+            Ok(json!({ "ok": true, "token": module_token(hub, module, expiry)?, "expiry": expiry }))
+        }
         "twin-get" => {
             let module = deployed_module(hub, req)?;
             Ok(json!({ "ok": true, "twin": hub.twin_document(module).await }))
@@ -148,6 +161,14 @@ async fn invoke(hub: &Hub, req: &Value) -> Result<Value, String> {
         }
         Err(f) => Ok(json!({ "ok": false, "httpStatus": f.http_status, "error": f.message })),
     }
+}
+
+/// A SAS token for `module`, signed with its key, usable as the MQTT password of any client
+/// (protocol.md §1.4; the audience is the IoT Hub host, as the SDKs sign it).
+fn module_token(hub: &Hub, module: &str, expiry: u64) -> Result<String, String> {
+    let key = hub.module_key(module).ok_or_else(|| format!("module '{module}' has no key"))?;
+    let id = &hub.identity;
+    Ok(edgemodule_core::wire::sas::module_token(&id.hub_host_name, &id.device_id, module, key, expiry))
 }
 
 /// Puts a message straight onto a module's input, as if a route had delivered it.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
+use crate::broker::{Broker, Policy};
 use crate::manifest::Deployment;
 use crate::routes::Route;
 use crate::state::{Identity, StateDir};
@@ -22,6 +23,8 @@ pub enum ConnCommand {
     DesiredPatch { version: i64, body: Vec<u8> },
     /// Deliver a direct-method request.
     MethodRequest { name: String, rid: String, payload: Vec<u8> },
+    /// Deliver a user-topic message (the broker matched one of the connection's subscriptions).
+    UserPublish { topic: String, payload: bytes::Bytes, qos: u8, retain: bool },
     /// Close the connection (evicted by a newer one, or the hub stops).
     Close { reason: &'static str },
 }
@@ -54,6 +57,8 @@ pub struct Hub {
     pub default_ttl_secs: i64,
     pub store: Arc<Store>,
     pub delivery_window: usize,
+    /// User topics and their authorization policy.
+    pub broker: Broker,
     keys: HashMap<String, Vec<u8>>,
     writer: std::sync::mpsc::Sender<WriteRequest>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -71,7 +76,10 @@ impl Hub {
     /// a key (created on first start) and a twin seeded with the manifest's desired properties.
     pub fn new(state: Arc<StateDir>, deployment: &Deployment, delivery_window: usize) -> Result<Arc<Hub>, String> {
         let routes = compile_routes(deployment)?;
+        let policy = Policy::from_desired(&deployment.edge_hub_desired, &deployment.edge_hub_desired_path)
+            .map_err(|e| e.to_string())?;
         let store = Arc::new(Store::open(&state.db_path()).map_err(|e| e.to_string())?);
+        let broker = Broker::new(policy, state.identity(), store.clone())?;
         let mut keys = HashMap::new();
         let mut twins = HashMap::new();
         for module in &deployment.modules {
@@ -96,6 +104,7 @@ impl Hub {
                 default_ttl_secs: deployment.default_ttl_secs,
                 store,
                 delivery_window: delivery_window.max(1),
+                broker,
                 keys,
                 writer,
                 writer_thread: Mutex::new(Some(writer_thread)),

@@ -52,6 +52,15 @@ enum Command {
         #[arg(long)]
         module: String,
     },
+    /// Print a SAS token for a module (signed with its key), usable as the MQTT password of any
+    /// MQTT client (see docs/broker.md).
+    Token {
+        #[arg(long)]
+        module: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = control::DEFAULT_TOKEN_TTL_SECS)]
+        ttl: u64,
+    },
     /// Run a command with a module's environment, as edgeAgent would.
     Run {
         #[arg(long)]
@@ -188,6 +197,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             for (k, v) in answer["env"].as_object().into_iter().flatten() {
                 println!("export {k}='{}'", v.as_str().unwrap_or(""));
             }
+        }
+        Command::Token { module, ttl } => {
+            let answer = ask(json!({"cmd": "token", "module": module, "ttl": ttl})).await?;
+            println!("{}", answer["token"].as_str().unwrap_or(""));
         }
         Command::Run { module, command } => {
             let answer = ask(json!({"cmd": "env", "module": module})).await?;

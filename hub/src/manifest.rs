@@ -36,6 +36,8 @@ pub struct Deployment {
     pub default_ttl_secs: i64,
     /// The whole `$edgeHub` desired properties object.
     pub edge_hub_desired: Value,
+    /// JSON path of `edge_hub_desired` in the manifest, for error messages of later stages.
+    pub edge_hub_desired_path: String,
 }
 
 /// One deployed module.
@@ -369,6 +371,7 @@ impl Checker<'_> {
             routes,
             default_ttl_secs,
             edge_hub_desired: hub_desired_node.to_value(),
+            edge_hub_desired_path: hub_desired_path.0.clone(),
         })
     }
 

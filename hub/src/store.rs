@@ -8,6 +8,7 @@
 //! - `meta`: `"next_seq" -> u64`, the next sequence number to hand out.
 //! - `twins`: `module -> JSON TwinRecord`.
 //! - `sessions`: `client id -> JSON SessionRecord`.
+//! - `retained`: `user topic -> qos:u8 | payload…`, the broker's last retained message per topic.
 //!
 //! Delivery values use a compact binary layout (see [`encode_delivery`]) so bodies of arbitrary
 //! bytes round-trip without any text encoding.
@@ -23,6 +24,7 @@ const DELIVERY_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("delive
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const TWINS: TableDefinition<&str, &[u8]> = TableDefinition::new("twins");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
 const META_NEXT_SEQ: &str = "next_seq";
 
@@ -150,8 +152,43 @@ impl Store {
             }
             tx.open_table(TWINS).map_err(self.err(OP))?;
             tx.open_table(SESSIONS).map_err(self.err(OP))?;
+            tx.open_table(RETAINED).map_err(self.err(OP))?;
         }
         tx.commit().map_err(self.err(OP))
+    }
+
+    /// Stores (or, with an empty payload, removes) the retained message of a user topic, durably.
+    pub fn save_retained(&self, topic: &str, qos: u8, payload: &[u8]) -> Result<(), StoreError> {
+        const OP: &str = "save_retained";
+        let mut tx = self.db.begin_write().map_err(self.err(OP))?;
+        tx.set_durability(Durability::Immediate);
+        {
+            let mut table = tx.open_table(RETAINED).map_err(self.err(OP))?;
+            if payload.is_empty() {
+                table.remove(topic).map_err(self.err(OP))?;
+            } else {
+                let mut value = Vec::with_capacity(payload.len() + 1);
+                value.push(qos);
+                value.extend_from_slice(payload);
+                table.insert(topic, value.as_slice()).map_err(self.err(OP))?;
+            }
+        }
+        tx.commit().map_err(self.err(OP))
+    }
+
+    /// Every retained message: (topic, qos, payload), in topic order.
+    pub fn load_retained(&self) -> Result<Vec<(String, u8, Vec<u8>)>, StoreError> {
+        const OP: &str = "load_retained";
+        let tx = self.db.begin_read().map_err(self.err(OP))?;
+        let table = tx.open_table(RETAINED).map_err(self.err(OP))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(self.err(OP))? {
+            let (k, v) = entry.map_err(self.err(OP))?;
+            if let Some((&qos, payload)) = v.value().split_first() {
+                out.push((k.value().to_string(), qos, payload.to_vec()));
+            }
+        }
+        Ok(out)
     }
 
     /// Stores a batch in one durable (fsync'd) transaction and returns the assigned sequence
@@ -744,6 +781,24 @@ mod tests {
         assert_eq!(all.len(), 200);
         assert_eq!(store.pending_count("m").unwrap(), 200);
         assert_eq!(store.pending("m", None, 1000, 0).unwrap().len(), 200);
+    }
+
+    #[test]
+    fn retained_round_trips_and_empty_payload_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open(&dir);
+            s.save_retained("b/x", 1, b"one").unwrap();
+            s.save_retained("a", 0, &[0, 1, 2]).unwrap();
+            s.save_retained("gone", 1, b"x").unwrap();
+            s.save_retained("gone", 1, b"").unwrap();
+            s.save_retained("nothing", 0, b"").unwrap();
+        }
+        let s = open(&dir);
+        assert_eq!(
+            s.load_retained().unwrap(),
+            vec![("a".to_string(), 0, vec![0, 1, 2]), ("b/x".to_string(), 1, b"one".to_vec())]
+        );
     }
 
     #[test]

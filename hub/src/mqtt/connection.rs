@@ -4,7 +4,7 @@
 //! PUBACK for a routed message goes out only after the commit that stored it, and in the order
 //! the PUBLISHes came in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{authenticate, Authenticated};
 use super::permissions;
+use crate::broker::{topics, Operation};
 use crate::hub::{ConnCommand, Hub, MethodOutcome};
 use crate::routes::{self, MessageSource, Sink};
 use crate::store::{NewDelivery, SessionRecord};
@@ -36,6 +37,9 @@ const MAX_PACKET_BYTES: usize = MAX_MESSAGE_BYTES + 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_KEEPALIVE: Duration = Duration::from_secs(600);
+/// Unacknowledged user-topic deliveries a subscriber may hold before it is disconnected (it
+/// leaves room in the 16-bit packet-id space for stored deliveries).
+const MAX_USER_INFLIGHT: usize = 32_768;
 
 type Reply = Pin<Box<dyn Future<Output = Vec<Packet>> + Send>>;
 
@@ -58,7 +62,14 @@ where
     };
     let (username, password) =
         connect.login.as_ref().map(|l| (l.username.as_str(), l.password.as_str())).unwrap_or(("", ""));
-    let auth = match authenticate(&hub, &connect.client_id, username, password) {
+    let auth = authenticate(&hub, &connect.client_id, username, password).and_then(|auth| {
+        // With a broker policy, connecting needs an explicit `mqtt:connect` allow.
+        match hub.broker.authorize(&auth.module, Operation::Connect, None) {
+            d if d.is_allowed() => Ok(auth),
+            d => Err(format!("mqtt:connect {d}")),
+        }
+    });
+    let auth = match auth {
         Ok(a) => a,
         Err(why) => {
             tracing::warn!(peer, client_id = connect.client_id, "connection refused: {why}");
@@ -114,11 +125,15 @@ struct Connection<S> {
     desired_subscribed: bool,
     methods_subscribed: Arc<AtomicBool>,
     inflight: HashMap<u16, u64>,
+    /// Packet ids of QoS 1 user-topic deliveries awaiting PUBACK.
+    user_inflight: HashSet<u16>,
     last_sent: Option<u64>,
     next_pkid: u16,
     replies: FuturesOrdered<Reply>,
     acked: Vec<u64>,
     commands: mpsc::UnboundedReceiver<ConnCommand>,
+    /// Our own command sender, handed to the broker for user-topic fan-out.
+    command_tx: mpsc::UnboundedSender<ConnCommand>,
     conn_id: u64,
 }
 
@@ -133,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     ) -> Self {
         let (tx, commands) = mpsc::unbounded_channel();
         let methods_subscribed = Arc::new(AtomicBool::new(false));
-        let conn_id = hub.register(&client_id, tx, methods_subscribed.clone());
+        let conn_id = hub.register(&client_id, tx.clone(), methods_subscribed.clone());
         Connection {
             hub,
             device: auth.device,
@@ -149,11 +164,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             desired_subscribed: false,
             methods_subscribed,
             inflight: HashMap::new(),
+            user_inflight: HashSet::new(),
             last_sent: None,
             next_pkid: 0,
             replies: FuturesOrdered::new(),
             acked: Vec::new(),
             commands,
+            command_tx: tx,
             conn_id,
         }
     }
@@ -162,6 +179,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let session_present = self.restore_session();
         self.write(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, session_present)));
         ack_barrier(&self.hub).await;
+        self.flush().await?;
+        // Packets sent right behind CONNECT may already be buffered; no later read would wake us for them.
+        if self.handle_buffered()? {
+            return Ok(());
+        }
+        self.flush_acks();
         self.pump()?;
         self.flush().await?;
         let waker = self.hub.waker(&self.module);
@@ -208,12 +231,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
                 Packet::PubAck(a) => {
                     if let Some(seq) = self.inflight.remove(&a.pkid) {
                         self.acked.push(seq);
+                    } else {
+                        self.user_inflight.remove(&a.pkid);
                     }
                 }
-                Packet::Subscribe(s) => self.on_subscribe(s),
+                Packet::Subscribe(s) => self.on_subscribe(s)?,
                 Packet::Unsubscribe(u) => {
                     self.subscriptions.retain(|(f, _)| !u.topics.contains(f));
                     self.refresh_flags();
+                    self.sync_broker();
                     self.save_session();
                     self.reply_now(vec![Packet::UnsubAck(UnsubAck { pkid: u.pkid })]);
                 }
@@ -252,7 +278,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             self.reply_now(ack.map(puback).into_iter().collect());
             return Ok(());
         }
+        if let Some((device, module, bag)) = topics::parse_short_events_topic(&p.topic) {
+            // The IoT Edge 1.2 broker docs' short telemetry topic, treated like the long one.
+            if device != self.device || module != self.module {
+                return Err(Close(format!("publish to another identity's topic '{}'", p.topic)));
+            }
+            let bag = bag.to_string();
+            return self.on_event(&bag, p.payload, ack);
+        }
+        if topics::is_user_topic(&p.topic) {
+            return self.on_user_publish(p, ack);
+        }
         Err(Close(format!("publish to a topic this module may not use: '{}'", p.topic)))
+    }
+
+    /// A publish on a user topic: allowed by the policy or the connection is closed (MQTT 3.1.1
+    /// has no negative PUBACK; edgeHub's broker disconnected too), never delivered when refused.
+    fn on_user_publish(&mut self, p: Publish, ack: Option<u16>) -> Result<(), Close> {
+        topics::topic_name_syntax(&p.topic).map_err(|e| Close(format!("invalid topic name: {}", e.message())))?;
+        let decision = self.hub.broker.authorize(&self.module, Operation::Publish, Some(&p.topic));
+        if !decision.is_allowed() {
+            tracing::warn!(client_id = self.client_id, topic = p.topic, "publish refused: {decision}");
+            return Err(Close(format!("mqtt:publish to '{}' {decision}", p.topic)));
+        }
+        if p.payload.len() > MAX_MESSAGE_BYTES {
+            return Err(Close(format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", p.payload.len())));
+        }
+        let qos = if p.qos == QoS::AtLeastOnce { 1 } else { 0 };
+        self.hub
+            .broker
+            .publish(&p.topic, p.payload, qos, p.retain)
+            .map_err(|e| Close(format!("storing a retained message: {e}")))?;
+        self.reply_now(ack.map(puback).into_iter().collect());
+        Ok(())
+    }
+
+    /// Whether a subscription to `filter` is allowed: IoT Hub filters by the module's own
+    /// topics, user filters by the broker policy.
+    fn may_subscribe(&self, filter: &str) -> bool {
+        if !topics::is_user_topic(filter) {
+            return permissions::may_subscribe(&self.device, &self.module, filter);
+        }
+        if topics::topic_filter_syntax(filter).is_err() {
+            return false;
+        }
+        let decision = self.hub.broker.authorize(&self.module, Operation::Subscribe, Some(filter));
+        if !decision.is_allowed() {
+            tracing::warn!(client_id = self.client_id, filter, "mqtt:subscribe {decision}");
+        }
+        decision.is_allowed()
+    }
+
+    /// Tells the broker this connection's current user-topic subscriptions.
+    fn sync_broker(&self) {
+        let user: Vec<(String, u8)> =
+            self.subscriptions.iter().filter(|(f, _)| topics::is_user_topic(f)).cloned().collect();
+        self.hub.broker.set_subscriptions(&self.client_id, &self.module, self.conn_id, &self.command_tx, user);
+    }
+
+    /// A user-topic PUBLISH to this module, QoS 1 ones tracked until their PUBACK.
+    fn user_publish(&mut self, topic: String, payload: bytes::Bytes, qos: u8, retain: bool) -> Result<Packet, Close> {
+        let mut p = Publish::new(topic, if qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }, Vec::new());
+        p.payload = payload;
+        p.retain = retain;
+        if qos > 0 {
+            if self.user_inflight.len() >= MAX_USER_INFLIGHT {
+                return Err(Close(format!("{MAX_USER_INFLIGHT} user-topic messages left unacknowledged")));
+            }
+            p.pkid = self.allocate_pkid();
+            self.user_inflight.insert(p.pkid);
+        }
+        Ok(Packet::Publish(p))
     }
 
     fn on_event(&mut self, bag: &str, body: bytes::Bytes, ack: Option<u16>) -> Result<(), Close> {
@@ -326,22 +422,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
     }
 
-    fn on_subscribe(&mut self, s: rumqttc::mqttbytes::v4::Subscribe) {
+    fn on_subscribe(&mut self, s: rumqttc::mqttbytes::v4::Subscribe) -> Result<(), Close> {
         let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
         for f in s.filters {
-            if !permissions::may_subscribe(&self.device, &self.module, &f.path) {
+            if !self.may_subscribe(&f.path) {
                 tracing::warn!(client_id = self.client_id, filter = f.path, "subscription refused");
                 codes.push(SubscribeReasonCode::Failure);
                 continue;
             }
             let granted = if f.qos == QoS::AtMostOnce { 0 } else { 1 };
+            if topics::is_user_topic(&f.path) {
+                retained.extend(
+                    self.hub.broker.retained_for(&f.path).into_iter().map(|(t, q, body)| (t, q.min(granted), body)),
+                );
+            }
             self.subscriptions.retain(|(existing, _)| *existing != f.path);
             self.subscriptions.push((f.path, granted));
             codes.push(SubscribeReasonCode::Success(if granted == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }));
         }
         self.refresh_flags();
+        self.sync_broker();
         self.save_session();
-        self.reply_now(vec![Packet::SubAck(SubAck::new(s.pkid, codes))]);
+        // Retained messages follow the SUBACK, with RETAIN set (MQTT 3.1.1 §3.3.1.3).
+        let mut packets = vec![Packet::SubAck(SubAck::new(s.pkid, codes))];
+        for (topic, qos, body) in retained {
+            packets.push(self.user_publish(topic, body, qos, true)?);
+        }
+        self.reply_now(packets);
+        Ok(())
     }
 
     fn refresh_flags(&mut self) {
@@ -363,6 +472,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
             }
             ConnCommand::MethodRequest { name, rid, payload } => {
                 self.write(publish0(topic::method_request_topic(&name, &rid), payload));
+            }
+            ConnCommand::UserPublish { topic, payload, qos, retain } => {
+                let p = self.user_publish(topic, payload, qos, retain)?;
+                self.write(p);
             }
             ConnCommand::Close { reason } => return Err(Close(reason.into())),
         }
@@ -405,7 +518,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn allocate_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid != 0 && !self.inflight.contains_key(&self.next_pkid) {
+            let id = self.next_pkid;
+            if id != 0 && !self.inflight.contains_key(&id) && !self.user_inflight.contains(&id) {
                 return self.next_pkid;
             }
         }
@@ -458,8 +572,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         }
         match self.hub.store.load_session(&self.client_id) {
             Ok(Some(s)) => {
-                self.subscriptions = s.subscriptions;
+                // The policy may have changed since the session was saved: keep only what is
+                // still allowed.
+                let (kept, dropped): (Vec<_>, Vec<_>) =
+                    s.subscriptions.into_iter().partition(|(f, _)| self.may_subscribe(f));
+                if !dropped.is_empty() {
+                    tracing::warn!(client_id = self.client_id, ?dropped, "restored subscriptions no longer allowed");
+                }
+                self.subscriptions = kept;
                 self.refresh_flags();
+                self.sync_broker();
                 true
             }
             _ => false,
@@ -479,6 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn finish(&mut self) {
         self.flush_acks();
         self.methods_subscribed.store(false, Ordering::Release);
+        self.hub.broker.remove(&self.client_id, self.conn_id);
         self.hub.unregister(&self.client_id, self.conn_id);
     }
 }
