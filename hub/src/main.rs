@@ -213,10 +213,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             // Like edgeAgent stopping a module: a signal to us stops the module too.
             let status = tokio::select! {
                 status = child.wait() => status.map_err(|e| e.to_string())?,
-                _ = wait_for_signal() => {
-                    let _ = child.kill().await;
-                    return Ok(ExitCode::from(130));
-                }
+                _ = wait_for_signal() => match stop_gracefully(&mut child).await {
+                    Some(status) => status,
+                    None => return Ok(ExitCode::from(137)),
+                },
             };
             return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8));
         }
@@ -286,6 +286,24 @@ fn monitor_text(v: &Value) -> String {
         v["route"].as_str().unwrap_or("?"),
         v["target"].as_str().unwrap_or("?")
     )
+}
+
+/// Stops a module as edgeAgent stops a container: SIGTERM, then SIGKILL after a grace period.
+/// Returns the module's exit status when it stopped by itself.
+async fn stop_gracefully(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            let _ = child.kill().await;
+            None
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -101,6 +101,23 @@ async fn scenario() {
     assert!(env.contains(&format!("export EDGEMODULE_MQTT_PORT='{mqtt_port}'")), "{env}");
     let ran = run(&state, &["run", "--module", "a", "--", "sh", "-c", "echo $IOTEDGE_MODULEID/$IOTEDGE_AUTHSCHEME"]);
     assert_eq!(stdout(&ran).trim(), "a/sasToken");
+    // `run` passes SIGTERM on to the module, which may shut down cleanly and choose its exit code.
+    let script = "trap 'echo stopping; exit 3' TERM; echo started; while :; do sleep 0.05; done";
+    let mut module = hub_cmd(&state)
+        .args(["run", "--module", "a", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(module.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert_eq!(first.trim(), "started");
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe { libc::kill(module.id() as libc::pid_t, libc::SIGTERM) };
+    let status = module.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!((status.code(), rest.trim()), (Some(3), "stopping"));
 
     // send: straight onto b's input, with a property.
     let sent = run(&state, &["send", "--module", "b", "--input", "in", "--property", "k=v 1", "hello"]);
