@@ -27,6 +27,8 @@ stage "Node package"
 timeout 1200 ./scripts/test-node.sh
 stage "conformance suite: every scenario in Rust, C, Python and Node"
 timeout 1200 cargo test -p xlang --profile "$CARGO_PROFILE"
+stage "benchmark harness smoke run (Rust, C, Python, Node rows on ephemeral ports)"
+timeout 600 ./scripts/test-bench.sh
 stage "demo: C sensor -> Python filter -> Node alert, end to end"
 timeout 1500 ./scripts/test-demo.sh
 # The official SDKs need ports 8883 and 443, so they run last and alone.
