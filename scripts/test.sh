@@ -10,9 +10,10 @@ export CARGO_PROFILE="${CARGO_PROFILE:-ci}"
 started=$SECONDS
 stage() { printf '\n======== %s (t=%ss)\n' "$*" "$((SECONDS - started))"; }
 
-stage "toolchain: C compilers and valgrind for the C ABI tests"
-if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null || ! command -v valgrind >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq build-essential valgrind >/dev/null
+stage "toolchain: C compilers and valgrind (C ABI tests), mosquitto clients (broker test)"
+if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null || ! command -v valgrind >/dev/null ||
+  ! command -v mosquitto_pub >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq build-essential valgrind mosquitto-clients >/dev/null
 fi
 
 stage "cargo fmt --check"

@@ -1,4 +1,4 @@
-//! The bounded CI version of the soak (docs/reliability.md): 20 seconds of routed traffic with
+//! The bounded CI version of the soak (RELIABILITY.md): 20 seconds of routed traffic with
 //! connection cuts every 4 seconds; no acknowledged message may be lost and the hub's RSS must
 //! stay bounded.
 

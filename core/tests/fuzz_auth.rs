@@ -2,7 +2,7 @@
 //! (parse never panics; a token verifies with its own key only), connection strings and the
 //! IoT Edge environment (no panic on anything; valid inputs round-trip).
 //!
-//! Default case counts are small; `PROPTEST_CASES=N` runs longer (docs/reliability.md).
+//! Default case counts are small; `PROPTEST_CASES=N` runs longer (RELIABILITY.md).
 
 use std::collections::HashMap;
 

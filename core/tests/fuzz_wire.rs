@@ -2,7 +2,7 @@
 //! bags, topics, the inbound topic + bag → `Message` path, twin patches and MQTT framing.
 //!
 //! Each property runs a small, fast number of cases by default; set `PROPTEST_CASES=N` for a
-//! longer run (see docs/reliability.md).
+//! longer run (see RELIABILITY.md).
 
 use bytes::BytesMut;
 use edgemodule_core::message::{Message, SystemProperty};

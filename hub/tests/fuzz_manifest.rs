@@ -2,7 +2,7 @@
 //! arbitrary text and mutated valid manifests never panic, and every error names the file and a
 //! JSON path (`$…`).
 //!
-//! Default case counts are small; `PROPTEST_CASES=N` runs longer (docs/reliability.md).
+//! Default case counts are small; `PROPTEST_CASES=N` runs longer (RELIABILITY.md).
 
 use std::path::Path;
 

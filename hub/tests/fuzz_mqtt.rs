@@ -4,7 +4,7 @@
 //! over real TLS connections to its listener. The hub must not panic, every connection must end
 //! once the peer closes, and a well-behaved module connected throughout keeps being served.
 //!
-//! Default case counts are small; `PROPTEST_CASES=N` runs longer (docs/reliability.md).
+//! Default case counts are small; `PROPTEST_CASES=N` runs longer (RELIABILITY.md).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -2,7 +2,7 @@
 //! route or an error naming the route, never panics, and parses in bounded time; whatever
 //! parses also evaluates on arbitrary messages without panicking.
 //!
-//! Default case counts are small; `PROPTEST_CASES=N` runs longer (docs/reliability.md).
+//! Default case counts are small; `PROPTEST_CASES=N` runs longer (RELIABILITY.md).
 
 use std::time::{Duration, Instant};
 
