@@ -3,10 +3,12 @@
 //! for connect, publish and subscribe (identities, variables, deny over allow), retained
 //! messages, the behaviour without a policy, and a bad policy refused at start.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::{client_tls, connack, until, STEP};
 use edgemodule_core::wire::sas;
 use edgemodule_hub::server::{start, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
@@ -15,8 +17,6 @@ use rumqttc::{
     Transport,
 };
 use serde_json::{json, Value};
-
-const STEP: Duration = Duration::from_secs(10);
 
 struct Hub {
     dir: tempfile::TempDir,
@@ -92,16 +92,7 @@ impl Hub {
         let mut opts = MqttOptions::new(format!("{}/{module}", id.device_id), "localhost", self.port);
         opts.set_credentials(format!("{}/{}/{module}/?api-version=2018-06-30", id.hub_host_name, id.device_id), token);
         opts.set_keep_alive(Duration::from_secs(30));
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut state.ca_pem().unwrap().as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(client_tls(&state.ca_pem().unwrap()))));
         AsyncClient::new(opts, 100)
     }
 
@@ -110,31 +101,6 @@ impl Hub {
         let (c, mut ev) = self.module(module);
         assert_eq!(connack(&mut ev).await, Ok(ConnectReturnCode::Success), "{module} should connect");
         (c, ev)
-    }
-}
-
-async fn connack(ev: &mut EventLoop) -> Result<ConnectReturnCode, String> {
-    loop {
-        match tokio::time::timeout(STEP, ev.poll()).await.map_err(|_| "no CONNACK".to_string())? {
-            Ok(Event::Incoming(Packet::ConnAck(a))) => return Ok(a.code),
-            Ok(_) => {}
-            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-async fn until<T>(ev: &mut EventLoop, mut want: impl FnMut(&Packet) -> Option<T>) -> T {
-    loop {
-        match tokio::time::timeout(STEP, ev.poll()).await.expect("timed out waiting for a packet") {
-            Ok(Event::Incoming(p)) => {
-                if let Some(t) = want(&p) {
-                    return t;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => panic!("connection failed: {e}"),
-        }
     }
 }
 

@@ -2,9 +2,11 @@
 //! core client) over TLS on loopback: authentication, authorization, routing, store and forward,
 //! restarts, twins and methods, as edgeHub behaves.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::{client_tls, connack, publish_on, until, STEP};
 use edgemodule_core::wire::sas;
 use edgemodule_hub::server::{start, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
@@ -12,8 +14,6 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use serde_json::{json, Value};
-
-const STEP: Duration = Duration::from_secs(10);
 
 struct Hub {
     dir: tempfile::TempDir,
@@ -76,16 +76,7 @@ impl Hub {
         );
         opts.set_clean_session(false);
         opts.set_keep_alive(Duration::from_secs(30));
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut state.ca_pem().unwrap().as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+        opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(client_tls(&state.ca_pem().unwrap()))));
         AsyncClient::new(opts, 100)
     }
 
@@ -96,40 +87,6 @@ impl Hub {
 
     fn device(&self) -> String {
         self.state().identity().device_id.clone()
-    }
-}
-
-/// Polls the event loop until CONNACK; returns its code (or the error's text).
-async fn connack(ev: &mut EventLoop) -> Result<ConnectReturnCode, String> {
-    loop {
-        match tokio::time::timeout(STEP, ev.poll()).await.map_err(|_| "no CONNACK".to_string())? {
-            Ok(Event::Incoming(Packet::ConnAck(a))) => return Ok(a.code),
-            Ok(_) => {}
-            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-/// Polls until a packet matching `want` arrives.
-async fn until<T>(ev: &mut EventLoop, mut want: impl FnMut(&Packet) -> Option<T>) -> T {
-    loop {
-        match tokio::time::timeout(STEP, ev.poll()).await.expect("timed out waiting for a packet") {
-            Ok(Event::Incoming(p)) => {
-                if let Some(t) = want(&p) {
-                    return t;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => panic!("connection failed: {e}"),
-        }
-    }
-}
-
-fn publish_on(prefix: &str) -> impl FnMut(&Packet) -> Option<rumqttc::Publish> + '_ {
-    move |p| match p {
-        Packet::Publish(p) if p.topic.starts_with(prefix) => Some(p.clone()),
-        _ => None,
     }
 }
 

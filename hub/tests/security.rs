@@ -4,11 +4,14 @@
 //! the log at any verbosity; key files are private. (Closing live connections at token expiry is
 //! covered by mqtt_surface.rs.)
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{client_tls, connack, until, STEP};
 use edgemodule_core::invoke::MethodInvocation;
 use edgemodule_core::wire::sas;
 use edgemodule_core::{ClientOptions, Message, ModuleClient};
@@ -21,7 +24,6 @@ use rumqttc::{
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const STEP: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched for, after a positive control proved delivery works.
 const QUIET: Duration = Duration::from_millis(1500);
 
@@ -109,46 +111,6 @@ impl Fixture {
             .with_https_port(self.running.https_addr.port())
             .with_default_timeout(STEP);
         ModuleClient::from_connection_string(&cs, Some(&state.ca_pem().unwrap()), opts).await.unwrap()
-    }
-}
-
-fn client_tls(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-async fn connack(ev: &mut EventLoop) -> Result<ConnectReturnCode, String> {
-    loop {
-        match tokio::time::timeout(STEP, ev.poll()).await.map_err(|_| "no CONNACK".to_string())? {
-            Ok(Event::Incoming(Packet::ConnAck(a))) => return Ok(a.code),
-            Ok(_) => {}
-            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
-/// Polls until `want` matches an incoming packet; panics on a closed connection or after STEP.
-async fn until<T>(ev: &mut EventLoop, mut want: impl FnMut(&Packet) -> Option<T>) -> T {
-    loop {
-        match tokio::time::timeout(STEP, ev.poll()).await.expect("timed out waiting for a packet") {
-            Ok(Event::Incoming(p)) => {
-                if let Some(t) = want(&p) {
-                    return t;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => panic!("connection failed: {e}"),
-        }
     }
 }
 
