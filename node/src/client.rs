@@ -1,44 +1,57 @@
 //! `ModuleClient`: every I/O method returns a Promise; handlers are JavaScript functions called
-//! through thread-safe functions from tasks on the addon's runtime. A handler's thread-safe
-//! function keeps the process alive while the client is open; `close()` ends the tasks, which
-//! releases them, so the process can exit.
+//! from tasks on the addon's runtime. Both cross to the JavaScript thread through the long-lived
+//! threadsafe functions of `pump.rs` (one settler per environment for Promises, one per handler),
+//! in batches: never one threadsafe function per call or per message. Sends, responses and twin
+//! operations are polled on the JavaScript thread (no runtime task per call); connecting, closing
+//! and `invokeMethod` run as runtime tasks. A handler's threadsafe function keeps the process
+//! alive while the client is open; `close()` ends the tasks, which releases them, so the process
+//! can exit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgemodule_core::{Error as CoreError, ErrorKind, InputMessage, ModuleClient as CoreClient};
+use edgemodule_core::{Error as CoreError, ErrorKind, ModuleClient as CoreClient};
 use napi::bindgen_prelude::{ClassInstance, Function, PromiseRaw, Unknown};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Env;
+use napi::{Env, JsValue};
 use napi_derive::napi;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::errors::{settle, to_js, CoreResult};
+use crate::errors::to_js;
 use crate::message::Message;
 use crate::options::{ClientOptions, ConnectionState, MethodParams, MethodResult, Twin};
+use crate::pump::{promise, promise_local, Arg, Pump, ReleaseOnDrop};
 
 /// How long `close()` lets handler tasks drain (deliver a final CLOSED state) before ending them.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// A handler called from the runtime: strong while registered, never handed a JS error.
-type Handler<T> = ThreadsafeFunction<T, Unknown<'static>, T, napi::Status, false>;
+/// Most inbound items handed to the JavaScript thread in one wake-up.
+const BATCH: usize = 256;
 
-fn handler<T: 'static + napi::bindgen_prelude::JsValuesTupleIntoVec>(
-    f: Function<'_, T, Unknown<'static>>,
-) -> napi::Result<Handler<T>> {
-    f.build_threadsafe_function::<T>().callee_handled::<false>().build()
+/// A handler called from the runtime: one threadsafe function that keeps the event loop alive
+/// while registered and is released when the task feeding it ends (or is aborted).
+type Handler<V> = ReleaseOnDrop<Arg<V>>;
+
+fn handler<V, A>(env: &Env, f: Function<'_, A, Unknown<'static>>) -> napi::Result<Handler<V>>
+where
+    V: napi::bindgen_prelude::ToNapiValue + Send + 'static,
+    A: napi::bindgen_prelude::JsValuesTupleIntoVec,
+{
+    Ok(ReleaseOnDrop(Pump::handler(env, f.raw())?))
 }
 
-/// Runs `fut` on the addon runtime and returns its Promise; a core error rejects it with a
-/// coded `Error`.
-fn promise<'env, T, F>(env: &'env Env, fut: F) -> napi::Result<PromiseRaw<'env, T>>
+/// Feeds every item of `rx` to `handler`, in batches of what is already queued.
+async fn feed<T, V>(handler: Handler<V>, mut rx: tokio::sync::mpsc::UnboundedReceiver<T>, convert: impl Fn(T) -> V)
 where
-    T: 'static + Send + napi::bindgen_prelude::ToNapiValue,
-    F: 'static + Send + std::future::Future<Output = CoreResult<T>>,
+    V: napi::bindgen_prelude::ToNapiValue + Send + 'static,
 {
-    env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, result| settle(env, result))
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        if !handler.0.push(batch.drain(..).map(|item| Arg(convert(item)))) {
+            return;
+        }
+    }
 }
 
 /// A connection to the module's edge hub.
@@ -127,7 +140,7 @@ impl ModuleClient {
         message: &Message,
     ) -> napi::Result<PromiseRaw<'env, ()>> {
         let (client, msg) = (self.inner.clone(), message.inner.clone());
-        promise(env, async move { client.send_to_output(&output_name, msg).await })
+        promise_local(env, async move { client.send_to_output(&output_name, msg).await })
     }
 
     /// Sends several messages pipelined on one output; resolves when all are stored.
@@ -140,14 +153,14 @@ impl ModuleClient {
     ) -> napi::Result<PromiseRaw<'env, ()>> {
         let client = self.inner.clone();
         let msgs: Vec<_> = messages.iter().map(|m| m.inner.clone()).collect();
-        promise(env, async move { client.send_batch_to_output(&output_name, msgs, None).await })
+        promise_local(env, async move { client.send_batch_to_output(&output_name, msgs, None).await })
     }
 
     /// Reads the module twin.
     #[napi(catch_unwind)]
     pub fn get_twin<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Twin>> {
         let client = self.inner.clone();
-        promise(env, async move {
+        promise_local(env, async move {
             let twin = client.get_twin(None).await?;
             Ok(Twin { desired: twin.desired, reported: twin.reported })
         })
@@ -161,7 +174,7 @@ impl ModuleClient {
         #[napi(ts_arg_type = "Record<string, any>")] patch: Value,
     ) -> napi::Result<PromiseRaw<'env, ()>> {
         let client = self.inner.clone();
-        promise(env, async move { client.update_reported(&patch, None).await })
+        promise_local(env, async move { client.update_reported(&patch, None).await })
     }
 
     /// Calls a direct method on another module (or, with `moduleId` null, a device) through the
@@ -192,24 +205,19 @@ impl ModuleClient {
         input_name: Option<String>,
         #[napi(ts_arg_type = "(message: Message) => unknown")] handler: Function<'_, Message, Unknown<'static>>,
     ) -> napi::Result<()> {
-        let tsfn = self::handler(handler)?;
-        let deliver = move |m: InputMessage| {
-            tsfn.call(Message::received(m), ThreadsafeFunctionCallMode::NonBlocking);
-        };
+        let handler = self::handler::<Message, _>(&env, handler)?;
         match input_name {
             Some(name) => {
-                let mut rx = self.inner.input_receiver(&name).map_err(|e| to_js(&env, &e))?;
-                self.run(format!("input:{name}"), async move {
-                    while let Some(m) = rx.recv().await {
-                        deliver(m);
-                    }
-                });
+                let rx = self.inner.input_receiver(&name).map_err(|e| to_js(&env, &e))?;
+                self.run(format!("input:{name}"), feed(handler, rx, Message::received));
             }
             None => {
                 let client = self.inner.clone();
                 self.run("input:*".into(), async move {
                     while let Ok(m) = client.recv(None).await {
-                        deliver(m);
+                        if !handler.0.push([Arg(Message::received(m))]) {
+                            return;
+                        }
                     }
                 });
             }
@@ -225,13 +233,9 @@ impl ModuleClient {
         env: Env,
         #[napi(ts_arg_type = "(patch: Record<string, any>) => unknown")] handler: Function<'_, Value, Unknown<'static>>,
     ) -> napi::Result<()> {
-        let tsfn = self::handler(handler)?;
-        let mut rx = self.inner.desired_receiver().map_err(|e| to_js(&env, &e))?;
-        self.run("desired".into(), async move {
-            while let Some(patch) = rx.recv().await {
-                tsfn.call(patch, ThreadsafeFunctionCallMode::NonBlocking);
-            }
-        });
+        let handler = self::handler::<Value, _>(&env, handler)?;
+        let rx = self.inner.desired_receiver().map_err(|e| to_js(&env, &e))?;
+        self.run("desired".into(), feed(handler, rx, |patch| patch));
         Ok(())
     }
 
@@ -249,14 +253,10 @@ impl ModuleClient {
             Unknown<'static>,
         >,
     ) -> napi::Result<()> {
-        let tsfn = self::handler(handler)?;
-        let mut rx = self.inner.method_receiver(method_name.as_deref()).map_err(|e| to_js(&env, &e))?;
+        let handler = self::handler::<MethodRequest, _>(&env, handler)?;
+        let rx = self.inner.method_receiver(method_name.as_deref()).map_err(|e| to_js(&env, &e))?;
         let key = format!("method:{}", method_name.as_deref().unwrap_or("*"));
-        self.run(key, async move {
-            while let Some(req) = rx.recv().await {
-                tsfn.call(MethodRequest { inner: Arc::new(req) }, ThreadsafeFunctionCallMode::NonBlocking);
-            }
-        });
+        self.run(key, feed(handler, rx, |req| MethodRequest { inner: Arc::new(req) }));
         Ok(())
     }
 
@@ -265,19 +265,22 @@ impl ModuleClient {
     #[napi(catch_unwind)]
     pub fn on_connection_state_change(
         &self,
+        env: Env,
         #[napi(ts_arg_type = "(state: ConnectionState) => unknown")] handler: Function<
             '_,
             ConnectionState,
             Unknown<'static>,
         >,
     ) -> napi::Result<()> {
-        let tsfn = self::handler(handler)?;
+        let handler = self::handler::<ConnectionState, _>(&env, handler)?;
         let mut rx = self.inner.connection_state();
         rx.mark_unchanged();
         self.run("state".into(), async move {
             while rx.changed().await.is_ok() {
                 let state: ConnectionState = (*rx.borrow_and_update()).into();
-                tsfn.call(state, ThreadsafeFunctionCallMode::NonBlocking);
+                if !handler.0.push([Arg(state)]) {
+                    return;
+                }
             }
         });
         Ok(())
@@ -335,6 +338,6 @@ impl MethodRequest {
         payload: Option<Value>,
     ) -> napi::Result<PromiseRaw<'env, ()>> {
         let req = self.inner.clone();
-        promise(env, async move { req.respond(status, payload.as_ref()).await })
+        promise_local(env, async move { req.respond(status, payload.as_ref()).await })
     }
 }

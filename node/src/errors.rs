@@ -102,12 +102,3 @@ fn build(env: &Env, err: &CoreError) -> napi::Result<napi::Error> {
     obj.set_named_property("retryable", err.is_retryable())?;
     Ok(napi::Error::from(obj.to_unknown()))
 }
-
-/// An operation result that is converted on the JavaScript thread, where a core error becomes a
-/// rejection with a coded `Error`.
-pub type CoreResult<T> = Result<T, CoreError>;
-
-/// Maps a finished core result to a napi result on the JavaScript thread.
-pub fn settle<T>(env: &Env, result: CoreResult<T>) -> napi::Result<T> {
-    result.map_err(|e| to_js(env, &e))
-}

@@ -5,6 +5,7 @@ mod client;
 mod errors;
 mod message;
 mod options;
+mod pump;
 
 /// Hands napi the runtime every edgemodule binding uses (two named workers), instead of napi's
 /// default one. If it cannot be built, napi's default runtime is used.
