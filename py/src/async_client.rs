@@ -8,6 +8,7 @@ use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
+use crate::bridge::BridgeSlot;
 use crate::client::{self, ClientBase, Inner};
 use crate::convert;
 use crate::errors;
@@ -16,7 +17,9 @@ use crate::runtime;
 
 /// The asyncio client. Create it with `await AsyncModuleClient.create_from_...(...)`.
 #[pyclass(module = "edgemodule._native", name = "AsyncModuleClient", extends = ClientBase, frozen)]
-pub struct PyAsyncModuleClient;
+pub struct PyAsyncModuleClient {
+    bridge: BridgeSlot,
+}
 
 fn inner_of(slf: &Bound<'_, PyAsyncModuleClient>) -> Arc<Inner> {
     slf.as_super().get().inner.clone()
@@ -31,7 +34,11 @@ impl<'py> IntoPyObject<'py> for Created {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAsyncModuleClient>> {
-        Bound::new(py, PyClassInitializer::from(ClientBase { inner: self.0 }).add_subclass(PyAsyncModuleClient))
+        Bound::new(
+            py,
+            PyClassInitializer::from(ClientBase { inner: self.0 })
+                .add_subclass(PyAsyncModuleClient { bridge: BridgeSlot::default() }),
+        )
     }
 }
 
@@ -85,7 +92,7 @@ impl PyAsyncModuleClient {
         let py = slf.py();
         let msg = message::message_arg(py, message)?;
         let timeout = convert::opt_seconds("timeout", timeout)?;
-        runtime::awaitable(py, inner_of(slf).send(output_name, msg, timeout))
+        slf.get().bridge.awaitable(py, inner_of(slf).send(output_name, msg, timeout))
     }
 
     #[pyo3(signature = (messages, output_name, timeout=None))]
@@ -98,7 +105,7 @@ impl PyAsyncModuleClient {
         let py = slf.py();
         let msgs = client::message_list(py, messages)?;
         let timeout = convert::opt_seconds("timeout", timeout)?;
-        runtime::awaitable(py, inner_of(slf).send_batch(output_name, msgs, timeout))
+        slf.get().bridge.awaitable(py, inner_of(slf).send_batch(output_name, msgs, timeout))
     }
 
     #[pyo3(signature = (input=None, timeout=None))]
@@ -109,13 +116,13 @@ impl PyAsyncModuleClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = convert::opt_seconds("timeout", timeout)?;
         let fut = inner_of(slf).receive(input, timeout)?;
-        runtime::awaitable(slf.py(), async move { fut.await.map(Received) })
+        slf.get().bridge.awaitable(slf.py(), async move { fut.await.map(Received) })
     }
 
     #[pyo3(signature = (timeout=None))]
     fn get_twin<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let timeout = convert::opt_seconds("timeout", timeout)?;
-        runtime::awaitable(slf.py(), inner_of(slf).get_twin(timeout))
+        slf.get().bridge.awaitable(slf.py(), inner_of(slf).get_twin(timeout))
     }
 
     #[pyo3(signature = (reported_properties_patch, timeout=None))]
@@ -126,7 +133,7 @@ impl PyAsyncModuleClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let patch = convert::to_json(reported_properties_patch)?;
         let timeout = convert::opt_seconds("timeout", timeout)?;
-        runtime::awaitable(slf.py(), inner_of(slf).patch_reported(patch, timeout))
+        slf.get().bridge.awaitable(slf.py(), inner_of(slf).patch_reported(patch, timeout))
     }
 
     fn send_method_response<'py>(
@@ -134,7 +141,7 @@ impl PyAsyncModuleClient {
         method_response: &Bound<'py, PyMethodResponse>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fut = inner_of(slf).method_response(method_response)?;
-        runtime::awaitable(slf.py(), fut)
+        slf.get().bridge.awaitable(slf.py(), fut)
     }
 
     #[pyo3(signature = (device_id, module_id, method_name, payload=None, response_timeout=30.0, connect_timeout=0.0))]
@@ -148,35 +155,39 @@ impl PyAsyncModuleClient {
         connect_timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let call = client::invocation(method_name, payload, response_timeout, connect_timeout)?;
-        runtime::awaitable(slf.py(), inner_of(slf).invoke(device_id, module_id, call))
+        slf.get().bridge.awaitable(slf.py(), inner_of(slf).invoke(device_id, module_id, call))
     }
 
     /// Disconnects and stops the handlers; the dispatcher finishes the handler it is running.
     fn shutdown<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let inner = inner_of(slf);
         let close = inner.close();
-        runtime::awaitable(slf.py(), async move {
+        let awaitable = slf.get().bridge.awaitable(slf.py(), async move {
             let r = close.await;
             // Not joined: a coroutine handler may be the one awaiting this shutdown.
             inner.request_dispatcher_stop();
             r
-        })
+        });
+        slf.get().bridge.retire();
+        awaitable
     }
 
     fn __aenter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let me = slf.clone().unbind();
-        runtime::awaitable(slf.py(), async move { Ok(me) })
+        slf.get().bridge.awaitable(slf.py(), async move { Ok(me) })
     }
 
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(slf: &Bound<'py, Self>, _exc: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
         let inner = inner_of(slf);
         let close = inner.close();
-        runtime::awaitable(slf.py(), async move {
+        let r = slf.get().bridge.awaitable(slf.py(), async move {
             close.await?;
             inner.request_dispatcher_stop();
             Ok(false)
-        })
+        });
+        slf.get().bridge.retire();
+        r
     }
 
     fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -187,7 +198,7 @@ impl PyAsyncModuleClient {
     /// until shutdown.
     fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let fut = inner_of(slf).receive_core(None, None)?;
-        runtime::awaitable(slf.py(), async move {
+        slf.get().bridge.awaitable(slf.py(), async move {
             match fut.await {
                 Ok(m) => Ok(Received(m)),
                 Err(e) if e.kind() == ErrorKind::Closed => Err(PyStopAsyncIteration::new_err(())),

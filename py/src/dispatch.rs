@@ -10,6 +10,7 @@ use edgemodule_core::state::ConnectionStatus;
 use edgemodule_core::{ConnectionState, ErrorKind, InputMessage, MethodRequest};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList};
 use serde_json::{json, Value};
 
@@ -81,14 +82,32 @@ impl Dispatcher {
     }
 }
 
+/// Events handled per attachment to the interpreter: a burst of messages takes the GIL once
+/// per batch, not once per message. (The interpreter still switches to other Python threads at
+/// its switch interval while a handler runs.)
+const BATCH: usize = 256;
+
 fn run(rx: mpsc::Receiver<Event>, ctx: Context) {
-    while let Ok(event) = rx.recv() {
-        if matches!(event, Event::Stop) {
+    'outer: while let Ok(first) = rx.recv() {
+        if matches!(first, Event::Stop) {
             break;
         }
         // try_attach: at interpreter shutdown, stop quietly instead of panicking.
-        if Python::try_attach(|py| handle(py, &ctx, event)).is_none() {
-            return;
+        let stopped = Python::try_attach(|py| {
+            handle(py, &ctx, first);
+            for _ in 1..BATCH {
+                match rx.try_recv() {
+                    Ok(Event::Stop) => return true,
+                    Ok(event) => handle(py, &ctx, event),
+                    Err(_) => break,
+                }
+            }
+            false
+        });
+        match stopped {
+            None => return,
+            Some(true) => break 'outer,
+            Some(false) => {}
         }
     }
     if let Some(event_loop) = ctx.event_loop {
@@ -163,11 +182,13 @@ fn call<'py>(
     handler: &Handler,
     args: impl pyo3::call::PyCallArgs<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    static ISCOROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let ret = handler.bind(py).call1(args)?;
-    let asyncio = py.import("asyncio")?;
-    if !asyncio.call_method1("iscoroutine", (&ret,))?.is_truthy()? {
+    // Most handlers return None: skip the coroutine check.
+    if ret.is_none() || !ISCOROUTINE.import(py, "asyncio", "iscoroutine")?.call1((&ret,))?.is_truthy()? {
         return Ok(ret);
     }
+    let asyncio = py.import("asyncio")?;
     let Some(event_loop) = &ctx.event_loop else {
         ret.call_method0("close")?;
         return Err(PyTypeError::new_err(

@@ -3,6 +3,11 @@
 //! lifetimes; every semantic lives in the core (style §3.1).
 
 mod async_client;
+#[cfg(unix)]
+mod bridge;
+#[cfg(not(unix))]
+#[path = "bridge_fallback.rs"]
+mod bridge;
 mod client;
 mod convert;
 mod dispatch;

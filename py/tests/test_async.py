@@ -73,6 +73,23 @@ async def test_receive_timeout_and_cancellation(hub: Any) -> None:
             await asyncio.wait_for(r.receive_message("in1"), 0.3)
 
 
+async def test_cancelled_receive_keeps_message_and_concurrent_calls(hub: Any) -> None:
+    async with await connect(hub, "sender") as s, await connect(hub, "receiver") as r:
+        # A receive cancelled while waiting must not take (and lose) the next message.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(r.receive_message("in1"), 0.2)
+        await s.send_message_to_output(b"kept", "out1")
+        m = await r.receive_message("in1", timeout=10)
+        assert m.data == b"kept"
+        m.complete()
+        # Many calls in flight at once, and receives already waiting when the messages arrive.
+        waiting = [asyncio.ensure_future(r.receive_message("in1", timeout=10)) for _ in range(50)]
+        await asyncio.gather(*(s.send_message_to_output(str(i), "out1") for i in range(250)))
+        got = [m.data for m in await asyncio.gather(*waiting)]
+        got += [(await r.receive_message("in1", timeout=10)).data for _ in range(200)]
+        assert sorted(got) == sorted(str(i).encode() for i in range(250))
+
+
 async def test_twin_and_desired_handler(hub: Any) -> None:
     async with await connect(hub, "receiver") as r:
         assert (await r.get_twin())["desired"]["threshold"] == 25
