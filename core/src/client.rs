@@ -297,6 +297,7 @@ struct Shared {
     state: watch::Receiver<ConnectionState>,
     counters: Arc<Counters>,
     invoker: crate::invoke::Invoker,
+    inputs_requested: AtomicBool,
 }
 
 /// A module's connection to its edge hub. Clone it freely; all clones share one connection.
@@ -395,6 +396,7 @@ impl ModuleClient {
                 state,
                 counters,
                 invoker,
+                inputs_requested: AtomicBool::new(false),
             }),
         })
     }
@@ -472,7 +474,11 @@ impl ModuleClient {
         Ok((topic, msg.body().clone()))
     }
 
+    /// Asks the driver for the inputs subscription once; later calls cost nothing.
     fn ensure_inputs(&self) -> Result<()> {
+        if self.shared.inputs_requested.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         self.command(Command::SubscribeInputs)
     }
 
