@@ -43,22 +43,24 @@ pub fn parse_events_topic(topic: &str) -> Option<EventsTopic<'_>> {
         }
         None => (None, rest),
     };
-    let after = rest.strip_prefix("messages/events")?;
-    let bag = match after {
-        "" | "/" => "",
-        _ => {
-            let bag = after.strip_prefix('/')?;
-            let bag = bag.strip_suffix('/').unwrap_or(bag);
-            if bag.contains('/') {
-                return None;
-            }
-            bag
-        }
-    };
+    let bag = events_bag(rest)?;
     if device.is_empty() || module.is_some_and(str::is_empty) {
         return None;
     }
     Some(EventsTopic { device, module, bag })
+}
+
+/// `messages/events[/{bag}][/]` → the raw bag (empty when absent). A `/` inside the bag is not
+/// allowed: the bag is one topic level.
+pub fn events_bag(rest: &str) -> Option<&str> {
+    match rest.strip_prefix("messages/events")? {
+        "" | "/" => Some(""),
+        after => {
+            let bag = after.strip_prefix('/')?;
+            let bag = bag.strip_suffix('/').unwrap_or(bag);
+            (!bag.contains('/')).then_some(bag)
+        }
+    }
 }
 
 /// A parsed input delivery topic.

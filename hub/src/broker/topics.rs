@@ -42,18 +42,7 @@ pub fn parse_short_events_topic(topic: &str) -> Option<(&str, &str, &str)> {
         // `devices/d/modules/messages/events` is ambiguous; the long form handles real modules.
         return None;
     }
-    let after = rest.strip_prefix("messages/events")?;
-    let bag = match after {
-        "" | "/" => "",
-        _ => {
-            let bag = after.strip_prefix('/')?;
-            let bag = bag.strip_suffix('/').unwrap_or(bag);
-            if bag.contains('/') {
-                return None;
-            }
-            bag
-        }
-    };
+    let bag = edgemodule_core::wire::topic::events_bag(rest)?;
     Some((device, module, bag))
 }
 
