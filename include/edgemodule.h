@@ -175,6 +175,20 @@ typedef enum edge_disconnect_reason {
 } edge_disconnect_reason;
 
 /**
+ * MQTT quality of service for user topics (IoT Edge does not support QoS 2).
+ */
+typedef enum edge_qos {
+  /**
+   * Fire and forget: a publish returns once the message is written to the connection.
+   */
+  EDGE_QOS_AT_MOST_ONCE = 0,
+  /**
+   * Acknowledged: a publish returns on the hub's PUBACK; resent after a reconnect.
+   */
+  EDGE_QOS_AT_LEAST_ONCE = 1,
+} edge_qos;
+
+/**
  * A connected module client (opaque). Thread-safe: every function taking
  * `const edge_client *` may be called from any thread at the same time.
  */
@@ -242,6 +256,21 @@ typedef void (*edge_twin_cb)(void *user_data, const char *json, size_t len);
 typedef void (*edge_connection_state_cb)(void *user_data,
                                          enum edge_connection_status status,
                                          enum edge_disconnect_reason reason);
+
+/**
+ * Called with a message received on a user topic (see `edge_client_subscribe`). `topic` is
+ * NUL-terminated UTF-8 (`topic_len` bytes without the NUL); `payload` is `payload_len` bytes
+ * (NULL when empty). Both are borrowed for the duration of the call; copy what you keep. `qos`
+ * is the QoS it was delivered with; `retain` is true for a retained message sent because the
+ * subscription was made.
+ */
+typedef void (*edge_topic_message_cb)(void *user_data,
+                                      const char *topic,
+                                      size_t topic_len,
+                                      const uint8_t *payload,
+                                      size_t payload_len,
+                                      enum edge_qos qos,
+                                      bool retain);
 
 #ifdef __cplusplus
 extern "C" {
@@ -491,6 +520,56 @@ enum edge_status edge_method_request_respond(const struct edge_method_request *r
                                              int64_t status,
                                              const char *json,
                                              size_t len);
+
+/**
+ * Publishes `len` bytes at `payload` (NULL allowed when `len` is 0) on user topic `topic` with
+ * QoS `qos` (EDGE_QOS_AT_MOST_ONCE or EDGE_QOS_AT_LEAST_ONCE; anything else is
+ * EDGE_STATUS_INVALID_ARGUMENT) and, when `retain` is true, asks the hub to keep it for later
+ * subscribers (an empty retained payload clears the topic). Blocks until the hub's PUBACK
+ * (QoS 1) or until written (QoS 0), at most `timeout_ms` (0 = the client's default timeout).
+ *
+ * The topic must not contain wildcards nor be an IoT Hub topic (`devices/...`, `$iothub/...`):
+ * EDGE_STATUS_INVALID_ARGUMENT. A publish the hub's authorization policy refuses makes the hub
+ * close the connection; the client reconnects and resends a QoS 1 publish once, then fails
+ * with EDGE_STATUS_CONNECTION_LOST.
+ */
+enum edge_status edge_client_publish(const struct edge_client *client,
+                                     const char *topic,
+                                     const uint8_t *payload,
+                                     size_t len,
+                                     int qos,
+                                     bool retain,
+                                     uint32_t timeout_ms);
+
+/**
+ * Subscribes to user-topic filter `filter` (MQTT wildcards `+` and `#` allowed; not an IoT Hub
+ * filter) at QoS 1 and blocks until the hub granted it (at most `timeout_ms`, 0 = the client's
+ * default). From then on `callback` runs on the client's dispatcher thread with each message
+ * on a matching topic, starting with the retained ones. A refusal by the hub's authorization
+ * policy is EDGE_STATUS_REJECTED.
+ *
+ * Subscribing to the same filter again replaces the earlier callback, whose `user_data_free`
+ * then runs (after its queued calls). `user_data_free` (nullable) runs exactly once when this
+ * registration ends: replaced, `edge_client_unsubscribe`, or the client closed or freed. On
+ * failure neither `user_data` nor `user_data_free` is used. The subscription is restored after
+ * every reconnect (matching retained messages then arrive again).
+ */
+enum edge_status edge_client_subscribe(const struct edge_client *client,
+                                       const char *filter,
+                                       edge_topic_message_cb callback,
+                                       void *user_data,
+                                       edge_user_data_free_cb user_data_free,
+                                       uint32_t timeout_ms);
+
+/**
+ * Ends the subscription to `filter` and blocks until the hub confirmed it (at most
+ * `timeout_ms`, 0 = the client's default; at once while disconnected: the request goes out on
+ * reconnect). The filter's callback is not called any more and its `user_data_free` runs on the
+ * dispatcher thread. Unsubscribing from a filter that has no subscription succeeds.
+ */
+enum edge_status edge_client_unsubscribe(const struct edge_client *client,
+                                         const char *filter,
+                                         uint32_t timeout_ms);
 
 /**
  * Creates a message with a copy of `len` bytes at `body` (`body` may be NULL when `len` is 0).

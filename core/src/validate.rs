@@ -1,5 +1,6 @@
 //! Input validation, done once here for every binding.
 
+use crate::client::Qos;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 
@@ -160,6 +161,24 @@ pub fn user_topic_filter(filter: &str) -> Result<()> {
     Ok(())
 }
 
+/// A QoS number as the bindings receive it (a C int, a Python int, a JavaScript number): 0 or 1.
+/// IoT Edge does not support QoS 2.
+pub fn qos(value: i64) -> Result<Qos> {
+    match value {
+        0 => Ok(Qos::AtMostOnce),
+        1 => Ok(Qos::AtLeastOnce),
+        _ => Err(Error::invalid(format!("qos must be 0 or 1, got {value} (IoT Edge does not support QoS 2)"))),
+    }
+}
+
+impl TryFrom<i64> for Qos {
+    type Error = Error;
+
+    fn try_from(value: i64) -> Result<Qos> {
+        qos(value)
+    }
+}
+
 /// Whether `topic` matches `filter` under MQTT 3.1.1 rules, including that a filter starting
 /// with a wildcard does not match topics starting with `$`. Both are assumed syntactically valid.
 pub fn topic_matches(filter: &str, topic: &str) -> bool {
@@ -236,5 +255,17 @@ mod tests {
         assert!(!topic_matches("a/b", "a/b/c"));
         assert!(topic_matches("+", ""));
         assert!(topic_matches("a/+", "a/"));
+    }
+
+    #[test]
+    fn qos_numbers() {
+        assert_eq!(qos(0).unwrap(), Qos::AtMostOnce);
+        assert_eq!(Qos::try_from(1).unwrap(), Qos::AtLeastOnce);
+        for bad in [2, -1, 256] {
+            let e = qos(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(e.message().starts_with("qos must be 0 or 1"), "{e}");
+        }
+        assert_eq!(Qos::AtLeastOnce as u8, 1);
     }
 }

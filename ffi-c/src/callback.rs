@@ -12,7 +12,9 @@ use std::os::raw::c_char;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use edgemodule_core::{ConnectionState, ConnectionStatus, DisconnectReason, InputMessage, MethodRequest};
+use edgemodule_core::{
+    ConnectionState, ConnectionStatus, DisconnectReason, InputMessage, MethodRequest, Qos, TopicMessage,
+};
 
 use crate::message::edge_message;
 use crate::runtime::as_callback;
@@ -40,6 +42,42 @@ pub type edge_twin_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, json
 pub type edge_connection_state_cb = Option<
     unsafe extern "C" fn(user_data: *mut c_void, status: edge_connection_status, reason: edge_disconnect_reason),
 >;
+
+/// Called with a message received on a user topic (see `edge_client_subscribe`). `topic` is
+/// NUL-terminated UTF-8 (`topic_len` bytes without the NUL); `payload` is `payload_len` bytes
+/// (NULL when empty). Both are borrowed for the duration of the call; copy what you keep. `qos`
+/// is the QoS it was delivered with; `retain` is true for a retained message sent because the
+/// subscription was made.
+pub type edge_topic_message_cb = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        topic: *const c_char,
+        topic_len: usize,
+        payload: *const u8,
+        payload_len: usize,
+        qos: edge_qos,
+        retain: bool,
+    ),
+>;
+
+/// MQTT quality of service for user topics (IoT Edge does not support QoS 2).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum edge_qos {
+    /// Fire and forget: a publish returns once the message is written to the connection.
+    AtMostOnce = 0,
+    /// Acknowledged: a publish returns on the hub's PUBACK; resent after a reconnect.
+    AtLeastOnce = 1,
+}
+
+impl From<Qos> for edge_qos {
+    fn from(q: Qos) -> Self {
+        match q {
+            Qos::AtMostOnce => edge_qos::AtMostOnce,
+            Qos::AtLeastOnce => edge_qos::AtLeastOnce,
+        }
+    }
+}
 
 /// Whether the client is connected.
 #[repr(C)]
@@ -142,6 +180,7 @@ pub(crate) enum Callback {
     Method(unsafe extern "C" fn(*mut c_void, *const edge_method_request)),
     Twin(unsafe extern "C" fn(*mut c_void, *const c_char, usize)),
     State(unsafe extern "C" fn(*mut c_void, edge_connection_status, edge_disconnect_reason)),
+    Topic(unsafe extern "C" fn(*mut c_void, *const c_char, usize, *const u8, usize, edge_qos, bool)),
 }
 
 /// One callback registration: the callback, its user data and the user data's finaliser.
@@ -185,6 +224,7 @@ pub(crate) enum Event {
     Method(Arc<Registration>, MethodRequest),
     Desired(Arc<Registration>, String),
     State(Arc<Registration>, ConnectionState),
+    Topic(Arc<Registration>, TopicMessage),
     /// A registration ended (replaced or the client closing): drop it here.
     Release(Arc<Registration>),
     /// Stop after the events before this one.
@@ -227,6 +267,27 @@ pub(crate) fn dispatch(events: mpsc::Receiver<Event>, closing: Arc<std::sync::at
                 if let Callback::State(f) = reg.callback {
                     // SAFETY: registered C callback with plain enum arguments.
                     as_callback(|| unsafe { f(reg.user_data, state.status.into(), state.reason.into()) });
+                }
+            }
+            Event::Topic(reg, m) => {
+                if let (Callback::Topic(f), false) = (reg.callback, skip) {
+                    let mut topic = m.topic.into_bytes();
+                    let topic_len = topic.len();
+                    topic.push(0);
+                    let payload = if m.payload.is_empty() { std::ptr::null() } else { m.payload.as_ptr() };
+                    // SAFETY: registered C callback with a NUL-terminated topic and a payload
+                    // borrowed for the call.
+                    as_callback(|| unsafe {
+                        f(
+                            reg.user_data,
+                            topic.as_ptr().cast(),
+                            topic_len,
+                            payload,
+                            m.payload.len(),
+                            m.qos.into(),
+                            m.retain,
+                        )
+                    });
                 }
             }
             Event::Release(reg) => drop(reg),

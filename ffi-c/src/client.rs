@@ -4,20 +4,20 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::future::Future;
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use edgemodule_core::{Message, MethodInvocation, ModuleClient};
+use edgemodule_core::{Message, MethodInvocation, ModuleClient, TopicMessage};
 use tokio::task::JoinHandle;
 
 use crate::boundary::{
     check_out, status_boundary, try_bytes, try_opt_str, try_ref, try_str, try_text, value_boundary, write_out,
 };
 use crate::callback::{
-    dispatch, edge_connection_state_cb, edge_message_cb, edge_method_cb, edge_method_request, edge_twin_cb,
-    edge_user_data_free_cb, Callback, Event, Registration,
+    dispatch, edge_connection_state_cb, edge_message_cb, edge_method_cb, edge_method_request, edge_topic_message_cb,
+    edge_twin_cb, edge_user_data_free_cb, Callback, Event, Registration,
 };
 use crate::edge_string;
 use crate::message::edge_message;
@@ -34,6 +34,8 @@ enum Key {
     DefaultMethod,
     Desired,
     State,
+    /// A user-topic subscription, by filter.
+    Topic(String),
 }
 
 type Slots = Arc<Mutex<HashMap<Key, Arc<Registration>>>>;
@@ -129,6 +131,55 @@ impl edge_client {
             let _ = tx.send(Event::Release(old));
         }
         Ok(())
+    }
+
+    /// Installs the registration of a granted subscription to `filter` and starts forwarding
+    /// `rx` to it, replacing an earlier subscription to the same filter (whose `user_data_free`
+    /// runs after its queued calls). On failure the registration is disarmed.
+    fn register_subscription(
+        &self,
+        filter: &str,
+        reg: Registration,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<TopicMessage>,
+    ) -> FfiResult {
+        let (tx, rt) = match self.sender().and_then(|tx| Ok((tx, runtime()?))) {
+            Ok(ready) => ready,
+            Err(e) => {
+                reg.disarm();
+                return Err(e);
+            }
+        };
+        let key = Key::Topic(filter.to_string());
+        let mut forwarders = self.forwarders.lock().unwrap();
+        let old = self.slots.lock().unwrap().insert(key.clone(), Arc::new(reg));
+        let (slots, k, t) = (self.slots.clone(), key.clone(), tx.clone());
+        let handle = rt.spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if !post(&slots, &k, &t, |r| Event::Topic(r, m)) {
+                    break;
+                }
+            }
+        });
+        if let Some(replaced) = forwarders.insert(key, handle) {
+            replaced.abort();
+        }
+        if let Some(old) = old {
+            let _ = tx.send(Event::Release(old));
+        }
+        Ok(())
+    }
+
+    /// Ends the registration of the subscription to `filter`, if any: no further calls, and its
+    /// `user_data_free` runs on the dispatcher after the calls already queued.
+    fn end_subscription(&self, filter: &str) {
+        let key = Key::Topic(filter.to_string());
+        if let Some(forwarder) = self.forwarders.lock().unwrap().remove(&key) {
+            forwarder.abort();
+        }
+        let reg = self.slots.lock().unwrap().remove(&key);
+        if let (Some(reg), Some(tx)) = (reg, self.events.lock().unwrap().as_ref()) {
+            let _ = tx.send(Event::Release(reg));
+        }
     }
 
     /// Closes the connection, stops the forwarders, ends every registration and stops the
@@ -680,5 +731,91 @@ pub unsafe extern "C" fn edge_method_request_respond(
         let inner = r.inner.clone();
         let payload = bytes::Bytes::copy_from_slice(payload);
         Ok(runtime()?.block_on(async move { inner.respond_raw(status, payload).await })?)
+    })
+}
+
+// ---- user topics (the MQTT broker, docs/broker.md) ----
+
+/// Publishes `len` bytes at `payload` (NULL allowed when `len` is 0) on user topic `topic` with
+/// QoS `qos` (EDGE_QOS_AT_MOST_ONCE or EDGE_QOS_AT_LEAST_ONCE; anything else is
+/// EDGE_STATUS_INVALID_ARGUMENT) and, when `retain` is true, asks the hub to keep it for later
+/// subscribers (an empty retained payload clears the topic). Blocks until the hub's PUBACK
+/// (QoS 1) or until written (QoS 0), at most `timeout_ms` (0 = the client's default timeout).
+///
+/// The topic must not contain wildcards nor be an IoT Hub topic (`devices/...`, `$iothub/...`):
+/// EDGE_STATUS_INVALID_ARGUMENT. A publish the hub's authorization policy refuses makes the hub
+/// close the connection; the client reconnects and resends a QoS 1 publish once, then fails
+/// with EDGE_STATUS_CONNECTION_LOST.
+#[no_mangle]
+pub unsafe extern "C" fn edge_client_publish(
+    client: *const edge_client,
+    topic: *const c_char,
+    payload: *const u8,
+    len: usize,
+    qos: c_int,
+    retain: bool,
+    timeout_ms: u32,
+) -> edge_status {
+    status_boundary(|| {
+        // SAFETY: C contract.
+        let (c, topic, payload) =
+            unsafe { (try_ref(client, "client")?, try_str(topic, "topic")?, try_bytes(payload, len, "payload")?) };
+        let qos = edgemodule_core::validate::qos(i64::from(qos))?;
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        Ok(block_on(
+            "edge_client_publish",
+            c.client.publish_with_timeout(topic, payload, qos, retain, timeout(timeout_ms)),
+        )??)
+    })
+}
+
+/// Subscribes to user-topic filter `filter` (MQTT wildcards `+` and `#` allowed; not an IoT Hub
+/// filter) at QoS 1 and blocks until the hub granted it (at most `timeout_ms`, 0 = the client's
+/// default). From then on `callback` runs on the client's dispatcher thread with each message
+/// on a matching topic, starting with the retained ones. A refusal by the hub's authorization
+/// policy is EDGE_STATUS_REJECTED.
+///
+/// Subscribing to the same filter again replaces the earlier callback, whose `user_data_free`
+/// then runs (after its queued calls). `user_data_free` (nullable) runs exactly once when this
+/// registration ends: replaced, `edge_client_unsubscribe`, or the client closed or freed. On
+/// failure neither `user_data` nor `user_data_free` is used. The subscription is restored after
+/// every reconnect (matching retained messages then arrive again).
+#[no_mangle]
+pub unsafe extern "C" fn edge_client_subscribe(
+    client: *const edge_client,
+    filter: *const c_char,
+    callback: edge_topic_message_cb,
+    user_data: *mut c_void,
+    user_data_free: edge_user_data_free_cb,
+    timeout_ms: u32,
+) -> edge_status {
+    status_boundary(|| {
+        // SAFETY: C contract.
+        let (c, filter) = unsafe { (try_ref(client, "client")?, try_str(filter, "filter")?) };
+        let callback = need(callback)?;
+        let rx = block_on(
+            "edge_client_subscribe",
+            c.client.subscribe_with(filter, edgemodule_core::Qos::AtLeastOnce, timeout(timeout_ms)),
+        )??;
+        c.register_subscription(filter, Registration::new(Callback::Topic(callback), user_data, user_data_free), rx)
+    })
+}
+
+/// Ends the subscription to `filter` and blocks until the hub confirmed it (at most
+/// `timeout_ms`, 0 = the client's default; at once while disconnected: the request goes out on
+/// reconnect). The filter's callback is not called any more and its `user_data_free` runs on the
+/// dispatcher thread. Unsubscribing from a filter that has no subscription succeeds.
+#[no_mangle]
+pub unsafe extern "C" fn edge_client_unsubscribe(
+    client: *const edge_client,
+    filter: *const c_char,
+    timeout_ms: u32,
+) -> edge_status {
+    status_boundary(|| {
+        // SAFETY: C contract.
+        let (c, filter) = unsafe { (try_ref(client, "client")?, try_str(filter, "filter")?) };
+        block_on("edge_client_unsubscribe", c.client.unsubscribe_with_timeout(filter, timeout(timeout_ms)))??;
+        c.end_subscription(filter);
+        Ok(())
     })
 }

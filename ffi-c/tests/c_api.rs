@@ -90,11 +90,10 @@ struct Hub {
     running: RunningHub,
 }
 
-impl Hub {
-    async fn start() -> Hub {
-        let dir = tempfile::tempdir().unwrap();
-        StateDir::init(dir.path(), "localhost").unwrap();
-        let deployment = json!({
+/// Modules `sender`, `receiver` and `other`; routes sender/out1 → receiver/in1 and receiver/* →
+/// sender/back; receiver's desired threshold 25.
+fn default_deployment() -> serde_json::Value {
+    json!({
           "modulesContent": {
             "$edgeAgent": { "properties.desired": { "modules": {
                 "sender": { "type": "docker" }, "receiver": { "type": "docker" }, "other": { "type": "docker" }
@@ -109,7 +108,35 @@ impl Hub {
             } },
             "receiver": { "properties.desired": { "threshold": 25 } }
           }
-        });
+    })
+}
+
+/// The default deployment plus the broker policy int_broker.c expects: everyone connects;
+/// `sender` publishes on `sensors/#` and `in/receiver/#`; everyone subscribes to `sensors/#` and
+/// `in/<own module id>/#`; nobody publishes or subscribes on `sensors/secret/#`.
+fn broker_deployment() -> serde_json::Value {
+    let mut d = default_deployment();
+    let hub = &mut d["modulesContent"]["$edgeHub"]["properties.desired"];
+    hub["schemaVersion"] = json!("1.2");
+    hub["mqttBroker"] = json!({"authorizations": [
+        {"identities": ["{{iot:identity}}"], "allow": [{"operations": ["mqtt:connect"]}]},
+        {"identities": ["{{iot:this_device_id}}/sender"], "allow": [
+            {"operations": ["mqtt:publish"], "resources": ["sensors/#", "in/receiver/#"]}]},
+        {"identities": ["{{iot:identity}}"],
+         "allow": [{"operations": ["mqtt:subscribe"], "resources": ["sensors/#", "in/{{iot:module_id}}/#"]}],
+         "deny": [{"operations": ["mqtt:publish", "mqtt:subscribe"], "resources": ["sensors/secret/#"]}]}
+    ]});
+    d
+}
+
+impl Hub {
+    async fn start() -> Hub {
+        Hub::start_with(default_deployment()).await
+    }
+
+    async fn start_with(deployment: serde_json::Value) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        StateDir::init(dir.path(), "localhost").unwrap();
         let file = dir.path().join("deployment.json");
         std::fs::write(&file, deployment.to_string()).unwrap();
         let mut config = HubConfig::new(dir.path(), &file);
@@ -244,10 +271,19 @@ enum Build {
 }
 
 async fn int_module(build: Build) {
+    int_test("int_module", default_deployment(), build).await;
+}
+
+async fn int_broker(build: Build) {
+    int_test("int_broker", broker_deployment(), build).await;
+}
+
+/// Builds tests/c/<name>.c and runs it against a hub with `deployment`; it must print "<name>: ok".
+async fn int_test(name: &str, deployment: serde_json::Value, build: Build) {
     let tmp = tempfile::tempdir().unwrap();
     let extra = if build == Build::Sanitized { SANITIZE } else { &[] };
-    let exe = compile(tmp.path(), "int_module", &[c_source("int_module.c")], false, extra);
-    let hub = Hub::start().await;
+    let exe = compile(tmp.path(), name, &[c_source(&format!("{name}.c"))], false, extra);
+    let hub = Hub::start_with(deployment).await;
     let (mqtt, https) = hub.ports();
     let args = vec![
         hub.connection_string("sender"),
@@ -284,8 +320,8 @@ async fn int_module(build: Build) {
         }
     })
     .await;
-    assert!(out.1.contains("int_module: ok"), "{}\n{}", out.1, out.2);
-    assert_ran("int_module", out);
+    assert!(out.1.contains(&format!("{name}: ok")), "{}\n{}", out.1, out.2);
+    assert_ran(name, out);
     hub.running.shutdown().await;
 }
 
@@ -308,6 +344,24 @@ async fn c_tests_under_asan_ubsan() {
     let exe = compile(tmp.path(), "api_contract_asan", &[c_source("api_contract.c")], false, SANITIZE);
     assert_ran("api_contract (asan)", run_plain(&exe).await);
     int_module(Build::Sanitized).await;
+}
+
+/// Publish, subscribe (retained and live messages, QoS), unsubscribe, replacement, refusals by
+/// the hub's policy and invalid topics and filters, through the C API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_broker_against_hub() {
+    int_broker(Build::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_broker_under_asan_ubsan() {
+    int_broker(Build::Sanitized).await;
+}
+
+/// The broker cycle (including refused publishes and the reconnects they cause) under valgrind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_broker_under_valgrind_has_no_leaks() {
+    int_broker(Build::Valgrind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

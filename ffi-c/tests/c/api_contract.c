@@ -34,6 +34,11 @@ int main(void) {
   CHECK_STATUS(edge_client_close(NULL), EDGE_STATUS_INVALID_ARGUMENT);
   CHECK_STATUS(edge_client_set_input_handler(NULL, "in", NULL, NULL, count_free),
                EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(edge_client_subscribe(NULL, "sensors/#", NULL, NULL, count_free, 0), EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(edge_client_publish(NULL, "sensors/x", (const uint8_t *)"x", 1, EDGE_QOS_AT_LEAST_ONCE, false, 0),
+               EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK(strcmp(last_error(), "client is NULL") == 0);
+  CHECK_STATUS(edge_client_unsubscribe(NULL, "sensors/#", 0), EDGE_STATUS_INVALID_ARGUMENT);
   CHECK(freed == 0); /* a failed registration never takes ownership of user_data */
   edge_client *client = NULL;
   CHECK_STATUS(edge_client_new_from_connection_string(NULL, NULL, NULL, &client),
