@@ -158,6 +158,41 @@ impl PyAsyncModuleClient {
         slf.get().bridge.awaitable(slf.py(), inner_of(slf).invoke(device_id, module_id, call))
     }
 
+    #[pyo3(signature = (topic, payload, qos=1, retain=false, timeout=None))]
+    fn publish<'py>(
+        slf: &Bound<'py, Self>,
+        topic: String,
+        payload: &Bound<'py, PyAny>,
+        qos: i64,
+        retain: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let payload = convert::body(payload)?;
+        let timeout = convert::opt_seconds("timeout", timeout)?;
+        let fut = inner_of(slf).publish(topic, payload, qos, retain, timeout)?;
+        slf.get().bridge.awaitable(slf.py(), fut)
+    }
+
+    /// Resolves once the hub granted the subscription; `handler` (a function or a coroutine
+    /// function) then runs for each message.
+    #[pyo3(signature = (filter, handler, timeout=None))]
+    fn subscribe<'py>(
+        slf: &Bound<'py, Self>,
+        filter: String,
+        handler: &Bound<'py, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = convert::opt_seconds("timeout", timeout)?;
+        let fut = inner_of(slf).subscribe(filter, handler, timeout)?;
+        slf.get().bridge.awaitable(slf.py(), fut)
+    }
+
+    #[pyo3(signature = (filter, timeout=None))]
+    fn unsubscribe<'py>(slf: &Bound<'py, Self>, filter: String, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = convert::opt_seconds("timeout", timeout)?;
+        slf.get().bridge.awaitable(slf.py(), inner_of(slf).unsubscribe(filter, timeout))
+    }
+
     /// Disconnects and stops the handlers; the dispatcher finishes the handler it is running.
     fn shutdown<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let inner = inner_of(slf);

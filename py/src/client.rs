@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use edgemodule_core::{Error as CoreError, ErrorKind, InputMessage, MethodInvocation, ModuleClient};
+use bytes::Bytes;
+use edgemodule_core::{Error as CoreError, ErrorKind, InputMessage, MethodInvocation, ModuleClient, Qos};
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
@@ -32,6 +33,8 @@ pub enum Slot {
     Method(Option<String>),
     Desired,
     State,
+    /// A user-topic subscription, by filter (registered by `subscribe`, not `set_handler`).
+    Topic(String),
 }
 
 type PullReceiver = Arc<tokio::sync::Mutex<UnboundedReceiver<InputMessage>>>;
@@ -117,6 +120,9 @@ impl Inner {
             Slot::Desired => {
                 let rx = c.desired_receiver().map_err(errors::to_py)?;
                 rt.spawn(send_all(rx, tx, shared, Event::Desired))
+            }
+            Slot::Topic(filter) => {
+                return Err(errors::internal(format!("subscription '{filter}' registered without subscribing")));
             }
             Slot::State => {
                 let mut state = c.connection_state();
@@ -243,6 +249,65 @@ impl Inner {
     ) -> PyResult<impl Future<Output = PyResult<()>> + Send + 'static> {
         let (request, status, payload) = response.get().resolve(&self.pending)?;
         Ok(message::respond(request, self.pending.clone(), status, payload))
+    }
+
+    /// Publishes on a user topic; resolves on PUBACK (QoS 1) or once written (QoS 0).
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        qos: i64,
+        retain: bool,
+        timeout: Option<Duration>,
+    ) -> PyResult<impl Future<Output = PyResult<()>> + Send + 'static> {
+        let qos = edgemodule_core::validate::qos(qos).map_err(errors::to_py)?;
+        let client = self.client.clone();
+        Ok(
+            async move { client.publish_with_timeout(&topic, payload, qos, retain, timeout).await.map_err(errors::to_py) },
+        )
+    }
+
+    /// Subscribes to a user-topic filter; once the hub granted it, `handler(TopicMessage)` runs on
+    /// the dispatcher for each message, replacing an earlier handler of the same filter.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        filter: String,
+        handler: &Bound<'_, PyAny>,
+        timeout: Option<Duration>,
+    ) -> PyResult<impl Future<Output = PyResult<()>> + Send + 'static> {
+        if !handler.is_callable() {
+            return Err(PyTypeError::new_err("a handler must be callable"));
+        }
+        let rt = runtime::get()?;
+        let (stored, shared): (Py<PyAny>, Handler) = (handler.clone().unbind(), Arc::new(handler.clone().unbind()));
+        let inner = self.clone();
+        Ok(async move {
+            let rx = inner.client.subscribe_with(&filter, Qos::AtLeastOnce, timeout).await.map_err(errors::to_py)?;
+            let task = rt.spawn(send_all(rx, inner.dispatcher.sender(), shared, Event::Topic));
+            let old = inner.handlers.lock().unwrap().insert(Slot::Topic(filter), (stored, task.abort_handle()));
+            if let Some((_, old)) = old {
+                old.abort();
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a subscription (on the hub's UNSUBACK); its handler is not called any more.
+    pub fn unsubscribe(
+        self: &Arc<Self>,
+        filter: String,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = PyResult<()>> + Send + 'static {
+        let inner = self.clone();
+        async move {
+            inner.client.unsubscribe_with_timeout(&filter, timeout).await.map_err(errors::to_py)?;
+            let removed = inner.handlers.lock().unwrap().remove(&Slot::Topic(filter));
+            if let Some((handler, task)) = removed {
+                task.abort();
+                drop(handler);
+            }
+            Ok(())
+        }
     }
 
     /// Closes the connection; handlers stop receiving events.
@@ -571,6 +636,47 @@ impl PyModuleClient {
     ) -> PyResult<PyMethodResult> {
         let call = invocation(method_name, payload, response_timeout, connect_timeout)?;
         runtime::wait(slf.py(), inner_of(slf).invoke(device_id, module_id, call))?
+    }
+
+    /// Publishes `payload` (bytes, bytearray or str) on user topic `topic` with QoS `qos` (0 or
+    /// 1); with `retain` the hub keeps it for later subscribers. Returns on the hub's PUBACK (QoS
+    /// 1) or once written (QoS 0).
+    #[pyo3(signature = (topic, payload, qos=1, retain=false, timeout=None))]
+    fn publish(
+        slf: &Bound<'_, Self>,
+        topic: String,
+        payload: &Bound<'_, PyAny>,
+        qos: i64,
+        retain: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let payload = convert::body(payload)?;
+        let timeout = convert::opt_seconds("timeout", timeout)?;
+        let fut = inner_of(slf).publish(topic, payload, qos, retain, timeout)?;
+        runtime::wait(slf.py(), fut)?
+    }
+
+    /// Subscribes to user-topic filter `filter` (wildcards allowed) and returns once the hub
+    /// granted it (RejectedError if its policy refuses). `handler(message: TopicMessage)` then
+    /// runs on the dispatcher thread for each message, retained ones first. Subscribing to the
+    /// same filter again replaces the handler.
+    #[pyo3(signature = (filter, handler, timeout=None))]
+    fn subscribe(
+        slf: &Bound<'_, Self>,
+        filter: String,
+        handler: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let timeout = convert::opt_seconds("timeout", timeout)?;
+        let fut = inner_of(slf).subscribe(filter, handler, timeout)?;
+        runtime::wait(slf.py(), fut)?
+    }
+
+    /// Ends the subscription to `filter`; its handler is not called any more.
+    #[pyo3(signature = (filter, timeout=None))]
+    fn unsubscribe(slf: &Bound<'_, Self>, filter: String, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = convert::opt_seconds("timeout", timeout)?;
+        runtime::wait(slf.py(), inner_of(slf).unsubscribe(filter, timeout))?
     }
 
     /// Disconnects and stops the handlers. Calling it again is harmless.

@@ -7,7 +7,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use edgemodule_core::state::ConnectionStatus;
-use edgemodule_core::{ConnectionState, ErrorKind, InputMessage, MethodRequest};
+use edgemodule_core::{ConnectionState, ErrorKind, InputMessage, MethodRequest, TopicMessage};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::convert;
 use crate::errors;
-use crate::message::{self, Pending, PyMessage, PyMethodRequest, PyMethodResponse};
+use crate::message::{self, Pending, PyMessage, PyMethodRequest, PyMethodResponse, PyTopicMessage};
 use crate::runtime;
 
 pub type Handler = Arc<Py<PyAny>>;
@@ -26,6 +26,7 @@ pub enum Event {
     Method(Handler, MethodRequest),
     Desired(Handler, Value),
     State(Handler, ConnectionState),
+    Topic(Handler, TopicMessage),
     Stop,
 }
 
@@ -169,6 +170,12 @@ fn handle(py: Python<'_>, ctx: &Context, event: Event) {
             let connected = state.status == ConnectionStatus::Connected;
             if let Err(e) = call(py, ctx, &handler, (connected, state.reason.name())) {
                 log_exception(py, "the connection-state handler", e);
+            }
+        }
+        Event::Topic(handler, m) => {
+            let result = Bound::new(py, PyTopicMessage::new(m)).and_then(|m| call(py, ctx, &handler, (m,)));
+            if let Err(e) = result {
+                log_exception(py, "a topic subscription's handler", e);
             }
         }
         Event::Stop => {}

@@ -33,6 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::PyMethodRequest>()?;
     m.add_class::<message::PyMethodResponse>()?;
     m.add_class::<message::PyMethodResult>()?;
+    m.add_class::<message::PyTopicMessage>()?;
     m.add_class::<client::ClientBase>()?;
     m.add_class::<client::Registrar>()?;
     m.add_class::<client::PyModuleClient>()?;

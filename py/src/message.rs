@@ -1,11 +1,11 @@
-//! `Message`, `MethodRequest`, `MethodResponse` and `MethodResult`: Python views of the core's
-//! values. Settling a received message and answering a method call are the core's operations.
+//! `Message`, `MethodRequest`, `MethodResponse`, `MethodResult` and `TopicMessage`: Python views
+//! of the core's values. Settling a received message and answering a method call are the core's operations.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use edgemodule_core::{InputMessage, Message, MethodRequest, SystemProperty};
+use edgemodule_core::{InputMessage, Message, MethodRequest, SystemProperty, TopicMessage};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -345,5 +345,42 @@ impl PyMethodResult {
     }
     fn __repr__(&self) -> String {
         format!("MethodResult(status={}, payload={})", self.status, self.payload)
+    }
+}
+
+/// A message received on a user topic (see `subscribe`): the topic it was published on, its
+/// payload, the QoS it was delivered with, and whether it is a retained message sent because the
+/// subscription was made.
+#[pyclass(module = "edgemodule._native", name = "TopicMessage", frozen)]
+pub struct PyTopicMessage {
+    #[pyo3(get)]
+    topic: String,
+    payload: Bytes,
+    #[pyo3(get)]
+    qos: u8,
+    #[pyo3(get)]
+    retain: bool,
+}
+
+impl PyTopicMessage {
+    pub fn new(m: TopicMessage) -> Self {
+        PyTopicMessage { topic: m.topic, payload: m.payload, qos: m.qos as u8, retain: m.retain }
+    }
+}
+
+#[pymethods]
+impl PyTopicMessage {
+    #[getter]
+    fn payload<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.payload)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "TopicMessage(topic={:?}, payload=<{} bytes>, qos={}, retain={})",
+            self.topic,
+            self.payload.len(),
+            self.qos,
+            if self.retain { "True" } else { "False" }
+        )
     }
 }

@@ -6,6 +6,7 @@ relative to the workspace root).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -47,6 +48,31 @@ DEPLOYMENT: Dict[str, Any] = {
         "filter": {"properties.desired": {"threshold": 25}},
     }
 }
+
+
+# The default deployment plus a broker policy: everyone connects; `sender` publishes on sensors/#
+# and in/receiver/#; everyone subscribes to sensors/# and in/<own module id>/#; nobody publishes
+# or subscribes on sensors/secret/# (docs/broker.md).
+BROKER_DEPLOYMENT: Dict[str, Any] = copy.deepcopy(DEPLOYMENT)
+BROKER_DEPLOYMENT["modulesContent"]["$edgeHub"]["properties.desired"].update(
+    {
+        "schemaVersion": "1.2",
+        "mqttBroker": {
+            "authorizations": [
+                {"identities": ["{{iot:identity}}"], "allow": [{"operations": ["mqtt:connect"]}]},
+                {
+                    "identities": ["{{iot:this_device_id}}/sender"],
+                    "allow": [{"operations": ["mqtt:publish"], "resources": ["sensors/#", "in/receiver/#"]}],
+                },
+                {
+                    "identities": ["{{iot:identity}}"],
+                    "allow": [{"operations": ["mqtt:subscribe"], "resources": ["sensors/#", "in/{{iot:module_id}}/#"]}],
+                    "deny": [{"operations": ["mqtt:publish", "mqtt:subscribe"], "resources": ["sensors/secret/#"]}],
+                },
+            ]
+        },
+    }
+)
 
 
 def hub_binary() -> Path:
@@ -135,11 +161,21 @@ class Hub:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
+    yield from run_hub(tmp_path, DEPLOYMENT)
+
+
+@pytest.fixture
+def broker_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A hub whose deployment carries the BROKER_DEPLOYMENT policy."""
+    yield from run_hub(tmp_path, BROKER_DEPLOYMENT)
+
+
+def run_hub(tmp_path: Path, manifest: Dict[str, Any]) -> Iterator[Hub]:
     binary = hub_binary()
     state = tmp_path / "hub"
     subprocess.run([str(binary), "--state-dir", str(state), "init"], check=True, capture_output=True, timeout=30)
     deployment = tmp_path / "deployment.json"
-    deployment.write_text(json.dumps(DEPLOYMENT))
+    deployment.write_text(json.dumps(manifest))
     log = tmp_path / "hub.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

@@ -16,6 +16,7 @@ from ._native import (
     MethodResponse,
     MethodResult,
     ModuleClient,
+    TopicMessage,
     __version__,
     set_log_level,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "MethodResponse",
     "MethodResult",
     "ModuleClient",
+    "TopicMessage",
     "__version__",
     "errors",
     "set_log_level",

@@ -30,6 +30,7 @@ __all__ = [
     "MethodRequest",
     "MethodResponse",
     "MethodResult",
+    "TopicMessage",
     "_ClientBase",
     "_Registrar",
     "ModuleClient",
@@ -117,7 +118,19 @@ class MethodResult:
     @property
     def payload(self) -> Any: ...
 
+@final
+class TopicMessage:
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def retain(self) -> bool: ...
+
 _MessageHandler = Callable[[Message], Any]
+_TopicHandler = Callable[[TopicMessage], Any]
 _MethodHandler = Callable[[MethodRequest], Any]
 _DesiredHandler = Callable[[Dict[str, Any]], Any]
 _StateHandler = Callable[[bool, str], Any]
@@ -187,6 +200,16 @@ class ModuleClient(_ClientBase):
         response_timeout: float = 30.0,
         connect_timeout: float = 0.0,
     ) -> MethodResult: ...
+    def publish(
+        self,
+        topic: str,
+        payload: Optional[_Body],
+        qos: int = 1,
+        retain: bool = False,
+        timeout: Optional[float] = None,
+    ) -> None: ...
+    def subscribe(self, filter: str, handler: _TopicHandler, timeout: Optional[float] = None) -> None: ...
+    def unsubscribe(self, filter: str, timeout: Optional[float] = None) -> None: ...
     def shutdown(self) -> None: ...
     def __enter__(self) -> ModuleClient: ...
     def __exit__(
@@ -225,6 +248,16 @@ class AsyncModuleClient(_ClientBase):
         response_timeout: float = 30.0,
         connect_timeout: float = 0.0,
     ) -> Awaitable[MethodResult]: ...
+    def publish(
+        self,
+        topic: str,
+        payload: Optional[_Body],
+        qos: int = 1,
+        retain: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Awaitable[None]: ...
+    def subscribe(self, filter: str, handler: _TopicHandler, timeout: Optional[float] = None) -> Awaitable[None]: ...
+    def unsubscribe(self, filter: str, timeout: Optional[float] = None) -> Awaitable[None]: ...
     def shutdown(self) -> Awaitable[None]: ...
     def __aenter__(self) -> Awaitable[AsyncModuleClient]: ...
     def __aexit__(
