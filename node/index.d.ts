@@ -118,6 +118,25 @@ export declare class ModuleClient {
    */
   onConnectionStateChange(handler: (state: ConnectionState) => unknown): void
   /**
+   * Publishes `payload` (a Buffer or a string, sent as UTF-8) on user topic `topic` (no
+   * wildcards, not a `devices/…` or `$iothub/…` topic). Resolves on the hub's PUBACK (QoS 1, the
+   * default) or once written (QoS 0). A publish the hub's policy refuses makes the hub drop
+   * the connection; the client reconnects, resends once, then rejects with CONNECTION_LOST.
+   */
+  publish(topic: string, payload: Buffer | string, options?: PublishOptions | undefined | null): Promise<void>
+  /**
+   * Subscribes to user-topic filter `filter` (MQTT wildcards `+` and `#` allowed) and resolves
+   * once the hub granted it (REJECTED if its policy refuses). From then on `handler` is called
+   * with each message on a matching topic, retained ones first. Subscribing to the same filter
+   * again replaces the handler. The subscription is restored after every reconnect.
+   */
+  subscribe(filter: string, handler: (message: TopicMessage) => unknown): Promise<void>
+  /**
+   * Ends the subscription to `filter`; resolves on the hub's confirmation. Its handler is not
+   * called any more (and no longer keeps the process alive).
+   */
+  unsubscribe(filter: string): Promise<void>
+  /**
    * Disconnects. Pending operations reject with CLOSED, handlers stop and release the event
    * loop. Closing twice is harmless.
    */
@@ -192,6 +211,19 @@ export interface MethodResult {
   payload: any
 }
 
+/** Options for `publish`. */
+export interface PublishOptions {
+  /**
+   * 0 (at most once: resolves once written) or 1 (at least once: resolves on the hub's
+   * PUBACK; the default). IoT Edge does not support QoS 2.
+   */
+  qos?: number
+  /** Ask the hub to keep the message for later subscribers (an empty payload clears the topic). */
+  retain?: boolean
+  /** Deadline in milliseconds (default: the client's `timeoutMs`). */
+  timeoutMs?: number
+}
+
 /** Reconnect policy: exponential backoff with full jitter, or no reconnection at all. */
 export interface RetryOptions {
   /** `false`: the first connection loss closes the client (default true). */
@@ -202,6 +234,17 @@ export interface RetryOptions {
   maxDelayMs?: number
   /** Give up (and close the client) after being disconnected this long, in milliseconds. */
   giveUpAfterMs?: number
+}
+
+/** A message received on a user topic (see `subscribe`). */
+export interface TopicMessage {
+  /** The topic it was published on. */
+  topic: string
+  payload: Buffer
+  /** The QoS it was delivered with (the lower of the publish's and the subscription's). */
+  qos: number
+  /** True for a retained message sent because the subscription was made. */
+  retain: boolean
 }
 
 /** A module twin: the desired and reported property documents (each with `$version`). */

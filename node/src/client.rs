@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgemodule_core::{Error as CoreError, ErrorKind, ModuleClient as CoreClient};
-use napi::bindgen_prelude::{ClassInstance, Function, PromiseRaw, Unknown};
+use napi::bindgen_prelude::{Buffer, ClassInstance, Either, Function, PromiseRaw, Unknown};
 use napi::{Env, JsValue};
 use napi_derive::napi;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::errors::to_js;
-use crate::message::Message;
-use crate::options::{ClientOptions, ConnectionState, MethodParams, MethodResult, Twin};
+use crate::message::{body_bytes, Message};
+use crate::options::{ClientOptions, ConnectionState, MethodParams, MethodResult, PublishOptions, TopicMessage, Twin};
 use crate::pump::{promise, promise_local, Arg, Pump, ReleaseOnDrop};
 
 /// How long `close()` lets handler tasks drain (deliver a final CLOSED state) before ending them.
@@ -284,6 +284,69 @@ impl ModuleClient {
             }
         });
         Ok(())
+    }
+
+    /// Publishes `payload` (a Buffer or a string, sent as UTF-8) on user topic `topic` (no
+    /// wildcards, not a `devices/…` or `$iothub/…` topic). Resolves on the hub's PUBACK (QoS 1, the
+    /// default) or once written (QoS 0). A publish the hub's policy refuses makes the hub drop
+    /// the connection; the client reconnects, resends once, then rejects with CONNECTION_LOST.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn publish<'env>(
+        &self,
+        env: &'env Env,
+        topic: String,
+        payload: Either<Buffer, String>,
+        options: Option<PublishOptions>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let client = self.inner.clone();
+        let payload = body_bytes(payload);
+        let options = options.unwrap_or_default().to_core();
+        promise_local(env, async move {
+            let (qos, retain, timeout) = options?;
+            client.publish_with_timeout(&topic, payload, qos, retain, timeout).await
+        })
+    }
+
+    /// Subscribes to user-topic filter `filter` (MQTT wildcards `+` and `#` allowed) and resolves
+    /// once the hub granted it (REJECTED if its policy refuses). From then on `handler` is called
+    /// with each message on a matching topic, retained ones first. Subscribing to the same filter
+    /// again replaces the handler. The subscription is restored after every reconnect.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn subscribe<'env>(
+        &self,
+        env: &'env Env,
+        filter: String,
+        #[napi(ts_arg_type = "(message: TopicMessage) => unknown")] handler: Function<
+            '_,
+            TopicMessage,
+            Unknown<'static>,
+        >,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let handler = self::handler::<TopicMessage, _>(env, handler)?;
+        let (client, tasks) = (self.inner.clone(), self.tasks.clone());
+        promise(env, async move {
+            // On failure the handler is dropped here, which releases it.
+            let rx = client.subscribe(&filter).await?;
+            let task = napi::bindgen_prelude::spawn(feed(handler, rx, TopicMessage::from));
+            if let Some(old) = tasks.lock().unwrap().insert(format!("topic:{filter}"), task) {
+                old.abort();
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends the subscription to `filter`; resolves on the hub's confirmation. Its handler is not
+    /// called any more (and no longer keeps the process alive).
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn unsubscribe<'env>(&self, env: &'env Env, filter: String) -> napi::Result<PromiseRaw<'env, ()>> {
+        let (client, tasks) = (self.inner.clone(), self.tasks.clone());
+        promise(env, async move {
+            client.unsubscribe(&filter).await?;
+            if let Some(task) = tasks.lock().unwrap().remove(&format!("topic:{filter}")) {
+                task.abort();
+            }
+            Ok(())
+        })
     }
 
     /// Disconnects. Pending operations reject with CLOSED, handlers stop and release the event

@@ -18,7 +18,7 @@ pub struct Message {
     received: Option<Arc<InputMessage>>,
 }
 
-fn body_bytes(body: Either<Buffer, String>) -> Vec<u8> {
+pub(crate) fn body_bytes(body: Either<Buffer, String>) -> Vec<u8> {
     match body {
         Either::A(buf) => buf.to_vec(),
         Either::B(text) => text.into_bytes(),

@@ -60,7 +60,7 @@ fn invalid(message: String) -> CoreError {
     CoreError::new(ErrorKind::InvalidArgument, message)
 }
 
-fn duration(name: &str, value: f64, unit: f64) -> Result<Duration, CoreError> {
+pub(crate) fn duration(name: &str, value: f64, unit: f64) -> Result<Duration, CoreError> {
     Duration::try_from_secs_f64(value / unit)
         .map_err(|_| invalid(format!("options.{name} must be a non-negative finite number")))
 }
@@ -217,5 +217,50 @@ impl From<edgemodule_core::ConnectionState> for ConnectionState {
             R::CommunicationError => ConnectionReason::CommunicationError,
         };
         ConnectionState { connected: s.is_connected(), reason }
+    }
+}
+
+/// Options for `publish`.
+#[napi(object)]
+#[derive(Default)]
+pub struct PublishOptions {
+    /// 0 (at most once: resolves once written) or 1 (at least once: resolves on the hub's
+    /// PUBACK; the default). IoT Edge does not support QoS 2.
+    pub qos: Option<f64>,
+    /// Ask the hub to keep the message for later subscribers (an empty payload clears the topic).
+    pub retain: Option<bool>,
+    /// Deadline in milliseconds (default: the client's `timeoutMs`).
+    pub timeout_ms: Option<f64>,
+}
+
+impl PublishOptions {
+    /// The core's QoS (parsed by the core), retain flag and deadline.
+    pub fn to_core(&self) -> Result<(edgemodule_core::Qos, bool, Option<Duration>), CoreError> {
+        let qos = match self.qos {
+            None => edgemodule_core::Qos::default(),
+            // A JavaScript number is an integer only if it has no fraction; the core checks the range.
+            Some(v) if v.is_finite() && v.fract() == 0.0 => edgemodule_core::validate::qos(v as i64)?,
+            Some(v) => return Err(invalid(format!("options.qos must be an integer (0 or 1), got {v}"))),
+        };
+        let timeout = self.timeout_ms.map(|v| duration("timeoutMs", v, 1000.0)).transpose()?;
+        Ok((qos, self.retain.unwrap_or(false), timeout))
+    }
+}
+
+/// A message received on a user topic (see `subscribe`).
+#[napi(object)]
+pub struct TopicMessage {
+    /// The topic it was published on.
+    pub topic: String,
+    pub payload: napi::bindgen_prelude::Buffer,
+    /// The QoS it was delivered with (the lower of the publish's and the subscription's).
+    pub qos: u32,
+    /// True for a retained message sent because the subscription was made.
+    pub retain: bool,
+}
+
+impl From<edgemodule_core::TopicMessage> for TopicMessage {
+    fn from(m: edgemodule_core::TopicMessage) -> Self {
+        TopicMessage { topic: m.topic, payload: m.payload.to_vec().into(), qos: m.qos as u32, retain: m.retain }
     }
 }

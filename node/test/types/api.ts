@@ -11,6 +11,8 @@ import {
   type ConnectionState,
   type ErrorCode,
   type MethodResult,
+  type PublishOptions,
+  type TopicMessage,
   type Twin,
   Message,
   MethodRequest,
@@ -79,6 +81,18 @@ export async function usage(cs: string, ca: string): Promise<void> {
   })
   const state: ConnectionState = client.connectionState
 
+  const publishOptions: PublishOptions = { qos: 0, retain: true, timeoutMs: 5_000 }
+  const published: void = await client.publish('sensors/kitchen/temp', '21.5', publishOptions)
+  await client.publish('sensors/raw', msg.body)
+  await client.subscribe('sensors/+/temp', (m: TopicMessage) => {
+    const topic: string = m.topic
+    const celsius: string = m.payload.toString('utf8')
+    const qos: number = m.qos
+    const retained: boolean = m.retain
+    console.log(topic, celsius, qos, retained)
+  })
+  await client.unsubscribe('sensors/+/temp')
+
   try {
     await client.close()
   } catch (e) {
@@ -86,7 +100,7 @@ export async function usage(cs: string, ca: string): Promise<void> {
     if (code === 'CLOSED' || code === 'TIMEOUT') console.log(code)
   }
   const codes: ErrorCode[] = errorCodes()
-  console.log(sent, status, state.reason, codes.length, client.deviceId, client.moduleId)
+  console.log(sent, published, status, state.reason, codes.length, client.deviceId, client.moduleId)
 }
 
 declare const console: { log(...args: unknown[]): void }
