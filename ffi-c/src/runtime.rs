@@ -63,5 +63,6 @@ pub(crate) fn check_may_block(what: &str) -> FfiResult {
 /// Runs `f` to completion on the shared runtime, blocking this (non-callback) thread.
 pub(crate) fn block_on<F: Future>(what: &str, f: F) -> FfiResult<F::Output> {
     check_may_block(what)?;
-    Ok(runtime()?.block_on(f))
+    let f = std::pin::pin!(f);
+    Ok(edgemodule_core::runtime::wait(runtime()?.handle(), f, None).expect("an unlimited wait finishes"))
 }

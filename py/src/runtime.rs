@@ -53,7 +53,7 @@ where
     let rt = get()?;
     let mut fut = Box::pin(fut);
     loop {
-        let step = py.detach(|| rt.block_on(async { tokio::time::timeout(SLICE, fut.as_mut()).await.ok() }));
+        let step = py.detach(|| edgemodule_core::runtime::wait(rt.handle(), fut.as_mut(), Some(SLICE)));
         if let Some(out) = step {
             return Ok(out);
         }
