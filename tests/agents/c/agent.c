@@ -4,6 +4,7 @@
 #include "edgemodule.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,19 @@ static void on_desired(void *ud, const char *json, size_t len) {
     emit(&b);
 }
 
+static void on_topic(void *ud, const char *topic, size_t topic_len, const uint8_t *payload, size_t payload_len,
+                     edge_qos qos, bool retain) {
+    reg *r = ud;
+    buf b = {0};
+    puts_(&b, "event topic");
+    field(&b, "filter", r->name, strlen(r->name));
+    field(&b, "topic", topic, topic_len);
+    field(&b, "payload", (const char *)payload, payload_len);
+    puts_(&b, qos == EDGE_QOS_AT_MOST_ONCE ? " qos=0" : " qos=1");
+    puts_(&b, retain ? " retain=true" : " retain=false");
+    emit(&b);
+}
+
 static edge_options *options(void) {
     edge_options *o = NULL;
     edge_options_new(&o);
@@ -304,6 +318,25 @@ static edge_status run(const char *verb, buf *out, const char **agent_err) {
         edge_string_free(payload);
         return st;
     }
+    if (strcmp(verb, "publish") == 0) {
+        size_t size = (size_t)num("payload_size", 0);
+        char *big = arg("payload_size") ? malloc(size + 1) : NULL;
+        if (big) memset(big, 'x', size);
+        const char *retain = arg("retain");
+        st = edge_client_publish(client, arg("topic"), (const uint8_t *)(big ? big : arg("payload")),
+                                 big ? size : arg_len("payload"),
+                                 arg("qos") ? atoi(arg("qos")) : EDGE_QOS_AT_LEAST_ONCE,
+                                 retain && strcmp(retain, "true") == 0, timeout);
+        free(big);
+        return st;
+    }
+    if (strcmp(verb, "subscribe") == 0) {
+        reg *r = new_reg(arg("filter"));
+        st = edge_client_subscribe(client, arg("filter"), on_topic, r, free, timeout);
+        if (st != EDGE_STATUS_OK) free(r);
+        return st;
+    }
+    if (strcmp(verb, "unsubscribe") == 0) return edge_client_unsubscribe(client, arg("filter"), timeout);
     *agent_err = "unknown verb";
     return EDGE_STATUS_OK;
 }

@@ -121,6 +121,21 @@ async function run (verb, a) {
       const r = await need().invokeMethod(a.device, a.module ?? null, params)
       return `status=${r.status} payload=${json(r.payload)}`
     }
+    case 'publish': {
+      const options = { retain: a.retain === 'true' }
+      if (a.qos !== undefined) options.qos = Number(a.qos)
+      if (a.timeout_ms !== undefined) options.timeoutMs = Number(a.timeout_ms)
+      await need().publish(a.topic, a.payload_size ? 'x'.repeat(Number(a.payload_size)) : (a.payload ?? ''), options)
+      return ''
+    }
+    case 'subscribe': {
+      const filter = a.filter
+      await need().subscribe(filter, (m) => {
+        say(`event topic filter=${enc(filter)} topic=${enc(m.topic)} payload=${enc(m.payload.toString('utf8'))} qos=${m.qos} retain=${m.retain}`)
+      })
+      return ''
+    }
+    case 'unsubscribe': await need().unsubscribe(a.filter); return ''
     default: throw agentError(`unknown verb ${verb}`)
   }
 }

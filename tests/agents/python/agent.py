@@ -126,6 +126,15 @@ def on_desired(patch):
     say("event desired patch=" + enc(json.dumps(patch, separators=(",", ":"))))
 
 
+def topic_handler(flt):
+    def on_topic(m):
+        payload = m.payload.decode("utf-8", "replace")
+        retain = "true" if m.retain else "false"
+        say(f"event topic filter={enc(flt)} topic={enc(m.topic)} payload={enc(payload)} qos={m.qos} retain={retain}")
+
+    return on_topic
+
+
 def run(verb, a):
     if verb == "connect_env":
         state["client"] = ModuleClient.create_from_edge_environment(**options(a))
@@ -173,6 +182,14 @@ def run(verb, a):
             connect_timeout=float(a.get("connect_timeout", "0")),
         )
         return f"status={r.status} payload={enc(json.dumps(r.payload, separators=(',', ':')))}"
+    elif verb == "publish":
+        payload = "x" * int(a["payload_size"]) if "payload_size" in a else a.get("payload", "")
+        kwargs = {"qos": int(a["qos"])} if "qos" in a else {}
+        client().publish(a["topic"], payload, retain=a.get("retain") == "true", timeout=timeout(a), **kwargs)
+    elif verb == "subscribe":
+        client().subscribe(a["filter"], topic_handler(a["filter"]), timeout=timeout(a))
+    elif verb == "unsubscribe":
+        client().unsubscribe(a["filter"], timeout=timeout(a))
     else:
         raise AgentError(f"unknown verb {verb}")
     return ""

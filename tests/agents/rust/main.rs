@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgemodule_core::{
-    ClientOptions, Error, InputMessage, Message, MethodInvocation, MethodRequest, ModuleClient, SystemProperty,
+    ClientOptions, Error, InputMessage, Message, MethodInvocation, MethodRequest, ModuleClient, Qos, SystemProperty,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -302,6 +302,37 @@ async fn run(
             let r = c()?.invoke_method(need(a, "device")?, a.get("module").map(String::as_str), &call).await?;
             Ok(format!("status={} payload={}", r.status, enc(&r.payload.to_string())))
         }
+        "publish" => {
+            let payload = match a.get("payload_size") {
+                Some(n) => "x".repeat(n.parse().unwrap_or(0)),
+                None => a.get("payload").cloned().unwrap_or_default(),
+            };
+            let qos = match a.get("qos") {
+                Some(q) => Qos::try_from(q.parse::<i64>().map_err(|_| bad(format!("qos {q:?} is not a number")))?)?,
+                None => Qos::default(),
+            };
+            let retain = a.get("retain").map(String::as_str) == Some("true");
+            c()?.publish_with_timeout(need(a, "topic")?, payload.into_bytes(), qos, retain, timeout(a)).await?;
+            Ok(String::new())
+        }
+        "subscribe" => {
+            let filter = need(a, "filter")?.to_string();
+            let mut rx = c()?.subscribe(&filter).await?;
+            tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    say(format!(
+                        "event topic filter={} topic={} payload={} qos={} retain={}",
+                        enc(&filter),
+                        enc(&m.topic),
+                        enc(&String::from_utf8_lossy(&m.payload)),
+                        m.qos as u8,
+                        m.retain
+                    ));
+                }
+            });
+            Ok(String::new())
+        }
+        "unsubscribe" => Ok(c()?.unsubscribe(need(a, "filter")?).await.map(|_| String::new())?),
         other => Err(bad(format!("unknown verb {other}"))),
     }
 }

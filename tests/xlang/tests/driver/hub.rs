@@ -13,12 +13,14 @@ pub const AGENT: &str = "agent";
 /// The module the driver plays with a Rust client of its own.
 pub const PEER: &str = "peer";
 
-/// `agent` and `peer` exchange messages both ways; `other` is deployed but never connects.
-pub fn deployment(agent_desired: &Value) -> Value {
+/// `agent` and `peer` exchange messages both ways; `other` is deployed but never connects. With
+/// `mqtt_broker` (a scenario's `mqtt_broker` object, `{"authorizations": [...]}`), the hub's
+/// broker policy for user topics (docs/broker.md); without it user topics are closed.
+pub fn deployment(agent_desired: &Value, mqtt_broker: Option<&Value>) -> Value {
     let route = |from_module: &str, output: &str, to_module: &str, input: &str| {
         format!("FROM /messages/modules/{from_module}/outputs/{output} INTO BrokeredEndpoint(\"/modules/{to_module}/inputs/{input}\")")
     };
-    json!({
+    let mut d = json!({
       "modulesContent": {
         "$edgeAgent": { "properties.desired": { "modules": {
             "agent": { "type": "docker" }, "peer": { "type": "docker" }, "other": { "type": "docker" }
@@ -36,30 +38,39 @@ pub fn deployment(agent_desired: &Value) -> Value {
         } },
         "agent": { "properties.desired": agent_desired }
       }
-    })
+    });
+    if let Some(broker) = mqtt_broker {
+        let hub = &mut d["modulesContent"]["$edgeHub"]["properties.desired"];
+        hub["schemaVersion"] = json!("1.2");
+        hub["mqttBroker"] = broker.clone();
+    }
+    d
 }
 
 pub struct Hub {
     pub dir: tempfile::TempDir,
     deployment: PathBuf,
+    mqtt_broker: Option<Value>,
     pub running: Option<RunningHub>,
     pub mqtt_port: u16,
     pub https_port: u16,
 }
 
 impl Hub {
-    pub async fn start(agent_desired: &Value) -> Result<Hub, String> {
+    pub async fn start(agent_desired: &Value, mqtt_broker: Option<&Value>) -> Result<Hub, String> {
         let dir = tempfile::Builder::new().prefix("xlang").tempdir().map_err(|e| e.to_string())?;
         StateDir::init(dir.path(), "localhost").map_err(|e| e.to_string())?;
         let deployment = dir.path().join("deployment.json");
-        let mut hub = Hub { dir, deployment, running: None, mqtt_port: 0, https_port: 0 };
+        let mut hub =
+            Hub { dir, deployment, mqtt_broker: mqtt_broker.cloned(), running: None, mqtt_port: 0, https_port: 0 };
         hub.write_deployment(agent_desired)?;
         hub.up().await?;
         Ok(hub)
     }
 
     pub fn write_deployment(&self, agent_desired: &Value) -> Result<(), String> {
-        std::fs::write(&self.deployment, deployment(agent_desired).to_string()).map_err(|e| e.to_string())
+        let d = deployment(agent_desired, self.mqtt_broker.as_ref());
+        std::fs::write(&self.deployment, d.to_string()).map_err(|e| e.to_string())
     }
 
     /// Starts on the same ports and state dir as before (ephemeral ones the first time).

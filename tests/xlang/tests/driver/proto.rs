@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use edgemodule_core::Message;
+use edgemodule_core::{Message, TopicMessage};
 use serde_json::Value;
 
 pub type Fields = HashMap<String, String>;
@@ -44,6 +44,16 @@ pub fn parse_fields(s: &str) -> Fields {
         .filter_map(|w| w.split_once('='))
         .map(|(k, v)| (k.split('.').map(dec).collect::<Vec<_>>().join("."), dec(v)))
         .collect()
+}
+
+/// A user-topic message as the agents print it in `topic` events (without `filter`).
+pub fn topic_fields(m: &TopicMessage) -> Fields {
+    let mut f = Fields::new();
+    f.insert("topic".into(), m.topic.clone());
+    f.insert("payload".into(), String::from_utf8_lossy(&m.payload).into_owned());
+    f.insert("qos".into(), (m.qos as u8).to_string());
+    f.insert("retain".into(), m.retain.to_string());
+    f
 }
 
 /// A received message as the agents print it, so hub-side checks use the same expectations.

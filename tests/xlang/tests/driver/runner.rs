@@ -3,19 +3,23 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use edgemodule_core::{ClientOptions, InputMessage, Message, MethodRequest, ModuleClient, SystemProperty};
+use edgemodule_core::{
+    ClientOptions, InputMessage, Message, MethodRequest, ModuleClient, Qos, SystemProperty, TopicMessage,
+};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::agent::{Agent, Event, Reply, Started};
 use super::hub::{Hub, AGENT, PEER};
-use super::proto::{check_fields, matches, message_fields, subst_str, substitute, Fields};
+use super::proto::{check_fields, matches, message_fields, subst_str, substitute, topic_fields, Fields};
 
 /// A scenario file, parsed.
 pub struct Scenario {
     pub requires: Vec<String>,
     pub agent_desired: Value,
+    /// The hub's broker policy (`$edgeHub` desired `mqttBroker`), if the scenario uses user topics.
+    pub mqtt_broker: Option<Value>,
     pub timeout: Duration,
     pub steps: Vec<Value>,
 }
@@ -32,6 +36,7 @@ impl Scenario {
         Ok(Scenario {
             requires,
             agent_desired: v.get("agent_desired").cloned().unwrap_or_else(|| serde_json::json!({ "threshold": 25 })),
+            mqtt_broker: v.get("mqtt_broker").cloned(),
             timeout: Duration::from_secs(v["timeout_s"].as_u64().unwrap_or(120)),
             steps,
         })
@@ -55,13 +60,15 @@ struct Run {
     peer: Option<ModuleClient>,
     peer_inputs: HashMap<String, mpsc::UnboundedReceiver<InputMessage>>,
     peer_methods: Vec<JoinHandle<()>>,
+    /// The peer's user-topic subscriptions, by filter.
+    peer_topics: HashMap<String, mpsc::UnboundedReceiver<TopicMessage>>,
     /// Bodies the peer has received per input: delivery is at-least-once, so a redelivery of
     /// one of these after a reconnect is not an error.
     peer_seen: HashMap<String, Vec<String>>,
 }
 
 pub async fn run(scenario: &Scenario, program: &std::path::Path, args: &[String]) -> Result<Outcome, String> {
-    let hub = Hub::start(&scenario.agent_desired).await?;
+    let hub = Hub::start(&scenario.agent_desired, scenario.mqtt_broker.as_ref()).await?;
     let env = hub.module_env(AGENT)?;
     let agent = match Agent::start(program, args, &env).await? {
         Started::Skip(reason) => {
@@ -99,6 +106,7 @@ pub async fn run(scenario: &Scenario, program: &std::path::Path, args: &[String]
         peer: None,
         peer_inputs: HashMap::new(),
         peer_methods: Vec::new(),
+        peer_topics: HashMap::new(),
         peer_seen: HashMap::new(),
     };
     let result = tokio::time::timeout(scenario.timeout, run.steps(&scenario.steps)).await;
@@ -131,6 +139,15 @@ fn millis(step: &Value, key: &str, default: Duration) -> Duration {
 
 fn str_arg<'a>(args: &'a Value, key: &str) -> Result<&'a str, String> {
     args[key].as_str().ok_or_else(|| format!("argument '{key}' is required"))
+}
+
+/// An argument as text, whether the scenario wrote it as a string, a number or a boolean.
+fn text_arg(args: &Value, key: &str) -> Option<String> {
+    match &args[key] {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 impl Run {
@@ -395,6 +412,38 @@ impl Run {
                     }
                 }));
                 Ok(())
+            }
+            "peer_publish" => {
+                let topic = str_arg(&args, "topic")?;
+                let payload = args["payload"].as_str().unwrap_or("").as_bytes().to_vec();
+                let qos = match text_arg(&args, "qos").as_deref() {
+                    Some("0") => Qos::AtMostOnce,
+                    _ => Qos::AtLeastOnce,
+                };
+                let retain = text_arg(&args, "retain").as_deref() == Some("true");
+                let peer = self.peer()?.clone();
+                peer.publish_with_timeout(topic, payload, qos, retain, Some(timeout))
+                    .await
+                    .map_err(|e| format!("peer publish: {e}"))
+            }
+            "peer_subscribe" => {
+                let filter = str_arg(&args, "filter")?.to_string();
+                let peer = self.peer()?.clone();
+                let rx = peer.subscribe(&filter).await.map_err(|e| format!("peer subscribe: {e}"))?;
+                self.peer_topics.insert(filter, rx);
+                Ok(())
+            }
+            "peer_expect_topic" => {
+                let filter = str_arg(&args, "filter")?.to_string();
+                let want = substitute(step.get("match").unwrap_or(&Value::Object(Map::new())), &self.vars);
+                let rx = self.peer_topics.get_mut(&filter).ok_or_else(|| format!("no peer_subscribe {filter}"))?;
+                let m = tokio::time::timeout(timeout, rx.recv())
+                    .await
+                    .map_err(|_| format!("the peer received nothing on {filter} within {} ms", timeout.as_millis()))?
+                    .ok_or("the peer's subscription closed")?;
+                let fields = topic_fields(&m);
+                check_fields(&want, &fields).map_err(|e| format!("{e}; message {fields:?}"))?;
+                self.expect_and_capture(step, &fields)
             }
             "inject" => {
                 let input = str_arg(&args, "input")?;
