@@ -20,10 +20,8 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_rustls::client::TlsStream;
 
 use crate::client::{Counters, Handlers, InputMessage, MethodRequest, Qos, TopicMessage};
 use crate::error::{Error, ErrorKind, Result};
@@ -37,7 +35,7 @@ const MAX_PACKET_BYTES: usize = 512 * 1024;
 const RENEWAL_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 const API_VERSION: &str = "2020-09-30";
 
-type Stream = TlsStream<TcpStream>;
+type Stream = crate::transport::Stream;
 
 /// A request from a `ModuleClient` handle to the driver.
 pub(crate) enum Command {
@@ -266,17 +264,7 @@ impl Driver {
     async fn connect(&mut self) -> Result<(Stream, u64, BytesMut)> {
         let id = &self.identity;
         let token = id.credentials.token(&id.hub_host_name, &id.device_id, &id.module_id, self.options.sas_ttl).await?;
-        let port = self.options.mqtt_port.or(id.mqtt_port).unwrap_or(8883);
-        let tcp = TcpStream::connect((id.gateway_host_name.as_str(), port)).await.map_err(|e| {
-            Error::with_source(ErrorKind::ConnectionRefused, format!("cannot reach {}:{port}", id.gateway_host_name), e)
-        })?;
-        tcp.set_nodelay(true).map_err(|e| Error::with_source(ErrorKind::Io, "setting TCP_NODELAY", e))?;
-        let name = rustls_pki_types::ServerName::try_from(id.gateway_host_name.clone())
-            .map_err(|_| Error::config(format!("'{}' is not a valid host name", id.gateway_host_name)))?;
-        let mut tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Tls, format!("TLS with {} failed", id.gateway_host_name), e))?;
+        let mut tls = crate::transport::connect(id, &self.options, &self.tls).await?;
         let mut connect = Connect::new(format!("{}/{}", id.device_id, id.module_id));
         connect.keep_alive = self.options.keep_alive.as_secs() as u16;
         connect.clean_session = false;
@@ -284,6 +272,7 @@ impl Driver {
         let mut buf = BytesMut::new();
         framing::encode(&Packet::Connect(connect), &mut buf).map_err(protocol)?;
         tls.write_all(&buf).await.map_err(lost)?;
+        tls.flush().await.map_err(lost)?;
         buf.clear();
         loop {
             if let Some(p) = framing::decode(&mut buf, MAX_PACKET_BYTES).map_err(protocol)? {

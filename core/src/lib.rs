@@ -14,6 +14,7 @@ pub mod retry;
 pub mod runtime;
 pub mod state;
 mod tls;
+pub mod transport;
 pub mod validate;
 pub mod wire;
 

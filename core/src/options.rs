@@ -6,11 +6,58 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::retry::RetryPolicy;
 
-/// Which wire protocol to use. Only MQTT over TLS exists so far.
+/// Which wire protocol carries the connection. Everything else (auth, routes, twins, methods,
+/// errors) is the same for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Transport {
+    /// MQTT 3.1.1 over TLS on port 8883 (`mqtt_port` overrides it).
     #[default]
     Mqtt,
+    /// MQTT 3.1.1 over WebSocket over TLS on the HTTPS port (443; `https_port` overrides it), at
+    /// `/$iothub/websocket`, for networks that block 8883; may go through `proxy`.
+    MqttWebSocket,
+}
+
+impl Transport {
+    /// Every transport, in the order of their names.
+    pub const ALL: &'static [Transport] = &[Transport::Mqtt, Transport::MqttWebSocket];
+
+    /// The stable name bindings accept and print: `mqtt`, `mqtt_ws`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Mqtt => "mqtt",
+            Transport::MqttWebSocket => "mqtt_ws",
+        }
+    }
+
+    /// Whether the transport runs over WebSocket (and so may use an HTTP proxy).
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Transport::MqttWebSocket)
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = Error;
+
+    /// Parses a transport name, case-insensitively: `mqtt`, `mqtt_ws` (also `mqtt-ws`,
+    /// `mqttws`, `mqtt_websocket`). Anything else is INVALID_ARGUMENT listing the names.
+    fn from_str(s: &str) -> Result<Transport> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "mqtt" => Ok(Transport::Mqtt),
+            "mqtt_ws" | "mqttws" | "mqtt_websocket" => Ok(Transport::MqttWebSocket),
+            _ => Err(Error::invalid(format!(
+                "unknown transport '{s}' (expected one of: {})",
+                Transport::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
 }
 
 /// Options for a `ModuleClient`. Build with `ClientOptions::default()` and the `with_*` setters;
@@ -37,8 +84,11 @@ pub struct ClientOptions {
     pub extra_ca_pem: Option<String>,
     /// Overrides the MQTT port (the official SDKs always use 8883).
     pub mqtt_port: Option<u16>,
-    /// Overrides the HTTPS port used for module-to-module method calls (default 443).
+    /// Overrides the HTTPS port used for module-to-module method calls and the WebSocket
+    /// transport (default 443).
     pub https_port: Option<u16>,
+    /// An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`.
+    pub proxy: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +108,7 @@ impl Default for ClientOptions {
             extra_ca_pem: None,
             mqtt_port: None,
             https_port: None,
+            proxy: None,
         }
     }
 }
@@ -112,6 +163,15 @@ impl ClientOptions {
         self.https_port = Some(port);
         self
     }
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+    /// Tunnels the WebSocket transport through an HTTP CONNECT proxy.
+    pub fn with_proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
 
     /// Checks every option, naming the first one out of range.
     pub fn validate(&self) -> Result<()> {
@@ -140,11 +200,48 @@ impl ClientOptions {
         if self.product_info.chars().any(char::is_control) {
             return bad("product_info must not contain control characters");
         }
+        if let Some(url) = &self.proxy {
+            crate::transport::proxy::ProxyUrl::parse(url)?;
+            if !self.transport.is_websocket() {
+                return Err(Error::config(format!(
+                    "proxy is only used by the WebSocket transport (transport is '{}'; use 'mqtt_ws')",
+                    self.transport
+                )));
+            }
+        }
         if let Some(m) = &self.model_id {
             if !m.starts_with("dtmi:") {
                 return bad("model_id must be a DTMI (dtmi:…)");
             }
         }
         self.retry.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn transport_names_round_trip_and_bad_names_are_invalid_arguments() {
+        for t in Transport::ALL {
+            assert_eq!(t.name().parse::<Transport>().unwrap(), *t);
+        }
+        assert_eq!("MQTT-WS".parse::<Transport>().unwrap(), Transport::MqttWebSocket);
+        let e = "amqp_ws".parse::<Transport>().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().contains("mqtt, mqtt_ws"), "{e}");
+    }
+
+    #[test]
+    fn proxy_needs_a_websocket_transport_and_a_well_formed_url() {
+        let ws = ClientOptions::default().with_transport(Transport::MqttWebSocket);
+        ws.clone().with_proxy("http://127.0.0.1:3128").validate().unwrap();
+        let e = ws.with_proxy("127.0.0.1:3128").validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Configuration);
+        let e = ClientOptions::default().with_proxy("http://127.0.0.1:3128").validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Configuration);
+        assert!(e.message().contains("WebSocket"), "{e}");
     }
 }

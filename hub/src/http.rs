@@ -1,6 +1,7 @@
 //! HTTPS endpoint for module-to-module direct methods (protocol.md §4.3):
 //! `POST /twins/{d}/modules/{m}/methods`, authenticated by the caller's SAS token and
 //! `x-ms-edge-moduleId`, answered 200 / 400 / 401 / 404 / 504 with edgeHub's JSON bodies.
+//! The same port serves MQTT over WebSocket (`GET /$iothub/websocket`, `mqtt::websocket`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,12 +41,18 @@ pub async fn run(
             };
             let service = hyper::service::service_fn(move |req| {
                 let hub = hub.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&hub, req).await) }
+                async move {
+                    if crate::mqtt::websocket::is_websocket_request(&req) {
+                        return Ok(crate::mqtt::websocket::upgrade(hub, req, peer.to_string()));
+                    }
+                    Ok::<_, std::convert::Infallible>(handle(&hub, req).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
                 .await;
         });
     }

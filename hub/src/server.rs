@@ -1,5 +1,5 @@
-//! Starting and stopping a hub: listeners for MQTT/TLS, HTTPS (module-to-module method calls),
-//! the workload API and the control socket, all sharing one `Hub`.
+//! Starting and stopping a hub: listeners for MQTT/TLS, HTTPS (module-to-module method calls and
+//! MQTT over WebSocket), the workload API and the control socket, all sharing one `Hub`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -1,13 +1,16 @@
 """Runs two modules written against the OFFICIAL Azure IoT SDKs (Python azure-iot-device 2.14,
 Node azure-iot-device 1.18 + azure-iot-device-mqtt 1.16) through a real edgemodule-hub on the
-default ports 8883/443: once from connection strings, once from the edge environment
-(`edgemodule-hub run`). Checks routing with properties, twin get/reported/desired, a method
-invoked from the CLI and module-to-module invoke_method. Prints 'N passed, M failed'.
+default ports 8883/443: from connection strings and from the edge environment
+(`edgemodule-hub run`), each over MQTT (8883) and over MQTT over WebSocket (443,
+`/$iothub/websocket`: Python `websockets=True`, Node `MqttWs`). Checks routing with properties,
+twin get/reported/desired, a method invoked from the CLI and module-to-module invoke_method.
+Prints 'N passed, M failed'.
 
 Usage: driver.py HUB_BIN PYTHON_WITH_SDK NODE_DIR_WITH_SDK"""
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import tempfile
@@ -92,12 +95,12 @@ class Module:
 def run_mode(state, mode, threshold):
     ca = os.path.join(state, "ca.pem")
     node_env = dict(os.environ, NODE_PATH=os.path.join(NODE_DIR, "node_modules"))
-    if mode == "cs":
-        py = Module("pymod", [PY, "py_module.py", "cs", cli(state, "connection-string", "--module", "pymod"), ca, "nodemod"])
-        node = Module("nodemod", ["node", "node_module.js", "cs", cli(state, "connection-string", "--module", "nodemod"), ca, "pymod"], node_env)
+    if mode.startswith("cs"):
+        py = Module("pymod", [PY, "py_module.py", mode, cli(state, "connection-string", "--module", "pymod"), ca, "nodemod"])
+        node = Module("nodemod", ["node", "node_module.js", mode, cli(state, "connection-string", "--module", "nodemod"), ca, "pymod"], node_env)
     else:
-        py = Module("pymod", [HUB, "--state-dir", state, "run", "--module", "pymod", "--", PY, "py_module.py", "env", "nodemod"])
-        node = Module("nodemod", [HUB, "--state-dir", state, "run", "--module", "nodemod", "--", "node", "node_module.js", "env", "pymod"], node_env)
+        py = Module("pymod", [HUB, "--state-dir", state, "run", "--module", "pymod", "--", PY, "py_module.py", mode, "nodemod"])
+        node = Module("nodemod", [HUB, "--state-dir", state, "run", "--module", "nodemod", "--", "node", "node_module.js", mode, "pymod"], node_env)
     try:
         for m in (py, node):
             twin = m.wait_event("twin")
@@ -115,7 +118,7 @@ def run_mode(state, mode, threshold):
                   got and got["props"].get("lang") == sender and got["props"].get("k/2") == "a&b=c" and got["input"] == "in", got)
             desired = m.find("desired")
             check(f"{mode}: {m.name} desired patch", desired and desired["patch"].get("threshold") == threshold, desired)
-            if mode == "env":
+            if mode.startswith("env"):
                 inv = m.find("invoked")
                 check(f"{mode}: {m.name} module-to-module invoke_method", inv and inv["status"] == 200, inv)
         for m in ("pymod", "nodemod"):
@@ -128,31 +131,72 @@ def run_mode(state, mode, threshold):
         node.stop()
 
 
+def start_hub(state, deployment, *args):
+    """Starts the hub and waits until its control socket answers; None if it exited (ports taken)."""
+    hub = subprocess.Popen([HUB, "--state-dir", state, "start", "--deployment", deployment, *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = []
+    threading.Thread(target=lambda: log.extend(hub.stderr), daemon=True).start()  # never let the pipe fill
+    hub.log = log
+    for _ in range(100):
+        try:
+            cli(state, "status")
+            return hub
+        except RuntimeError:
+            if hub.poll() is not None:
+                break
+            time.sleep(0.1)
+    hub.terminate()
+    hub.wait(10)
+    check(f"hub starts ({' '.join(args) or 'ports 8883 and 443'})", False, "".join(log).strip()[-2000:])
+    return None
+
+
+def stop_hub(hub):
+    hub.terminate()
+    hub.wait(10)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main():
     with tempfile.TemporaryDirectory() as state:
         cli(state, "init", "--hostname", "localhost")
         deployment = os.path.join(state, "deployment.json")
         with open(deployment, "w") as f:
             json.dump(DEPLOYMENT, f)
-        hub = subprocess.Popen([HUB, "--state-dir", state, "start", "--deployment", deployment], stderr=subprocess.PIPE, text=True)
-        try:
-            for _ in range(100):
-                try:
-                    cli(state, "status")
-                    break
-                except RuntimeError:
-                    if hub.poll() is not None:
-                        break
-                    time.sleep(0.1)
-            if hub.poll() is not None:
-                # The official SDKs can only reach 8883/443: another process there stops the test.
-                check("hub starts on 127.0.0.1:8883 and :443", False, hub.stderr.read().strip())
-            else:
+        # The official SDKs can only reach 8883/443: another process there stops the test.
+        hub = start_hub(state, deployment)
+        if hub:
+            try:
                 run_mode(state, "cs", 5)
                 run_mode(state, "env", 9)
-        finally:
-            hub.terminate()
-            hub.wait(10)
+            finally:
+                stop_hub(hub)
+        # MQTT over WebSocket: the same state, with nothing on 8883, so an SDK that did not use
+        # port 443 cannot connect at all.
+        hub = start_hub(state, deployment, "-v", "--mqtt-port", str(free_port()))
+        if hub:
+            try:
+                check("nothing listens on 8883 during the WebSocket runs", not port_open(8883))
+                run_mode(state, "cs-ws", 13)
+                run_mode(state, "env-ws", 17)
+                connected = [line for line in hub.log if "module connected" in line]
+                for m in ("pymod", "nodemod"):
+                    over_ws = [line for line in connected if f"/{m}" in line and "(WebSocket)" in line]
+                    check(f"ws: {m} connections came in over WebSocket", len(over_ws) >= 2, connected[-6:])
+            finally:
+                stop_hub(hub)
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -1,12 +1,16 @@
 // A module written against the OFFICIAL azure-iot-device 1.18 + azure-iot-device-mqtt 1.16 Node
 // SDK, unchanged, to prove the hub speaks edgeHub's wire protocol.
 // Usage: node node_module.js (env | cs CONNECTION_STRING CA_FILE) PEER
+// where a mode ending in `-ws` (`env-ws`, `cs-ws`) uses the `MqttWs` transport (MQTT over
+// WebSocket on port 443) instead of `Mqtt` on 8883.
 'use strict';
 const fs = require('fs');
 const { ModuleClient, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 
 const mode = process.argv[2];
+const [source] = mode.split('-');
+const Transport = mode.endsWith('-ws') ? MqttWs : Mqtt;
 const peer = process.argv[process.argv.length - 1];
 const say = (o) => console.log(JSON.stringify(o));
 const waiting = new Map();
@@ -18,8 +22,8 @@ const wait = (name, ms) => new Promise((resolve, reject) => {
 });
 
 async function create() {
-  if (mode === 'env') return ModuleClient.fromEnvironment(Mqtt);
-  const client = ModuleClient.fromConnectionString(process.argv[3], Mqtt);
+  if (source === 'env') return ModuleClient.fromEnvironment(Transport);
+  const client = ModuleClient.fromConnectionString(process.argv[3], Transport);
   await client.setOptions({ ca: fs.readFileSync(process.argv[4], 'utf8') });
   return client;
 }
@@ -54,7 +58,7 @@ async function main() {
   await wait('input', 60000);
   await wait('desired', 60000);
   await wait('ping', 60000);
-  if (mode === 'env') {
+  if (source === 'env') {
     const result = await client.invokeMethod(process.env.IOTEDGE_DEVICEID, peer,
       { methodName: 'hello', payload: { from: 'node' }, responseTimeoutInSeconds: 10 });
     say({ event: 'invoked', status: result.status, payload: result.payload });

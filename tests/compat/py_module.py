@@ -1,5 +1,7 @@
 """A module written against the OFFICIAL azure-iot-device 2.14 Python SDK, unchanged, to prove the
 hub speaks edgeHub's wire protocol. Usage: py_module.py (env | cs CONNECTION_STRING CA_FILE) PEER
+where a mode ending in `-ws` (`env-ws`, `cs-ws`) connects with `websockets=True` (MQTT over
+WebSocket on port 443) instead of MQTT on 8883.
 
 Prints one JSON line per milestone; the compat driver reads them."""
 import json
@@ -10,6 +12,7 @@ import threading
 from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 
 mode, peer = sys.argv[1], sys.argv[-1]
+source, websockets = mode.split("-")[0], mode.endswith("-ws")
 events = {"input": threading.Event(), "desired": threading.Event(), "ping": threading.Event(),
           "hello": threading.Event()}
 
@@ -18,12 +21,13 @@ def say(**kv):
     print(json.dumps(kv), flush=True)
 
 
-if mode == "env":
-    client = IoTHubModuleClient.create_from_edge_environment()
+if source == "env":
+    client = IoTHubModuleClient.create_from_edge_environment(websockets=websockets)
 else:
     with open(sys.argv[3]) as f:
         ca = f.read()
-    client = IoTHubModuleClient.create_from_connection_string(sys.argv[2], server_verification_cert=ca)
+    client = IoTHubModuleClient.create_from_connection_string(sys.argv[2], server_verification_cert=ca,
+                                                              websockets=websockets)
 
 
 def on_message(msg):
@@ -66,7 +70,7 @@ def wait_for(*names):
 
 
 wait_for("input", "desired", "ping")
-if mode == "env":
+if source == "env":
     # Module-to-module calls exist only for clients created from the edge environment.
     params = {"methodName": "hello", "payload": {"from": "py"}, "responseTimeoutInSeconds": 10}
     result = client.invoke_method(params, os.environ["IOTEDGE_DEVICEID"], peer)

@@ -1,6 +1,7 @@
-//! The hub's MQTT 3.1.1 surface over TLS.
+//! The hub's MQTT 3.1.1 surface over TLS, and over WebSocket on the HTTPS port.
 
 pub mod auth;
 pub mod connection;
 pub mod listener;
 pub mod permissions;
+pub mod websocket;
