@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgemodule_core::wire::sas;
-use edgemodule_core::{ClientOptions, Message, ModuleClient};
+use edgemodule_core::{ClientOptions, Message, ModuleClient, Transport as CoreTransport};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{json, Value};
@@ -28,6 +28,7 @@ struct HubProcess {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    https_port: u16,
     device: String,
     hub_host: String,
 }
@@ -129,10 +130,11 @@ async fn start_hub(mqtt_port: u16, https_port: u16, extra: &[(String, char)]) ->
     let socket = dir.path().join("control.sock");
     for _ in 0..200 {
         if let Ok(status) = edgemodule_hub::control::request(&socket, &json!({"cmd": "status"})).await {
-            let port = status["mqtt"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+            let port_of = |k: &str| status[k].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+            let (port, https_port) = (port_of("mqtt"), port_of("https"));
             let device = status["device"].as_str().unwrap().to_string();
             let hub_host = status["hub"].as_str().unwrap().to_string();
-            return HubProcess { child, dir, port, device, hub_host };
+            return HubProcess { child, dir, port, https_port, device, hub_host };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the hub exited at start ({status})");
@@ -173,13 +175,21 @@ impl HubProcess {
         keys["modules"][module].as_str().unwrap().to_string()
     }
     async fn core(&self, module: &str) -> ModuleClient {
+        self.core_over(module, CoreTransport::Mqtt).await
+    }
+    /// The core client over `transport` (MQTT over WebSocket goes to the hub's HTTPS port).
+    async fn core_over(&self, module: &str, transport: CoreTransport) -> ModuleClient {
         let cs = format!(
             "HostName={};DeviceId={};ModuleId={module};SharedAccessKey={};GatewayHostName=localhost",
             self.hub_host,
             self.device,
             self.key(module)
         );
-        let opts = ClientOptions::default().with_mqtt_port(self.port).with_max_in_flight(100);
+        let opts = ClientOptions::default()
+            .with_mqtt_port(self.port)
+            .with_https_port(self.https_port)
+            .with_transport(transport)
+            .with_max_in_flight(100);
         ModuleClient::from_connection_string(&cs, Some(&self.ca()), opts).await.unwrap()
     }
     /// A raw rumqttc client authenticated as `module`, TCP_NODELAY on, `inflight` window.
@@ -246,8 +256,8 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-async fn core_send_seq(hub: &HubProcess, n: usize) -> f64 {
-    let c = hub.core("a").await;
+async fn core_send_seq(hub: &HubProcess, n: usize, transport: CoreTransport) -> f64 {
+    let c = hub.core_over("a", transport).await;
     let t = Instant::now();
     for _ in 0..n {
         c.send_to_output("sink", Message::new(&BODY[..])).await.unwrap();
@@ -274,8 +284,8 @@ async fn raw_send(hub: &HubProcess, n: usize, window: u16) -> f64 {
     r
 }
 
-async fn core_send_pipelined(hub: &HubProcess, n: usize, window: usize) -> f64 {
-    let c = hub.core("a").await;
+async fn core_send_pipelined(hub: &HubProcess, n: usize, window: usize, transport: CoreTransport) -> f64 {
+    let c = hub.core_over("a", transport).await;
     let t = Instant::now();
     let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
     for _ in 0..n {
@@ -344,8 +354,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn core_round_trip(hub: &HubProcess, n: usize) -> (Duration, Duration) {
-    let c = hub.core("a").await;
+async fn core_round_trip(hub: &HubProcess, n: usize, transport: CoreTransport) -> (Duration, Duration) {
+    let c = hub.core_over("a", transport).await;
     let mut looped = c.input_receiver("loop").unwrap();
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
@@ -483,6 +493,42 @@ async fn mosquitto_flow(m: &Mosquitto) -> Flow {
         publisher: connect_raw(m.port, "bench-pub", None, &m.ca, 100).await,
         topic: "bench/flow".into(),
     }
+}
+
+/// A round trip's p50 and p99.
+type Percentiles = (Duration, Duration);
+
+/// The core over MQTT/TLS beside the core over MQTT over WebSocket: the sends (await each, 100
+/// in flight) and the round trips, as (TLS runs, WebSocket runs).
+fn transport_table(
+    n: usize,
+    rtt: usize,
+    sends: [(&[f64], &[f64]); 2],
+    trips: (&[Percentiles], &[Percentiles]),
+) -> String {
+    let mut table = String::from(
+        "| workload | MQTT over TLS (MQTT port) | MQTT over WebSocket (HTTPS port) | WebSocket / TLS |\n|---|---|---|---|\n",
+    );
+    for (name, (tls, ws)) in
+        [format!("send {n} × 256 B, await each"), format!("send {n} × 256 B, 100 in flight")].iter().zip(sends)
+    {
+        let (t, w) = (median(tls.to_vec()), median(ws.to_vec()));
+        table += &format!("| {name} | {t:.0} msg/s | {w:.0} msg/s | {:.0} % |\n", 100.0 * w / t);
+    }
+    let by_p50 = |mut v: Vec<Percentiles>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let ((t50, t99), (w50, w99)) = (by_p50(trips.0.to_vec()), by_p50(trips.1.to_vec()));
+    table += &format!(
+        "| round trip output → route → input, {rtt} sequential (p50 / p99) | {} / {} µs | {} / {} µs | {:.0} % (p50) |\n",
+        t50.as_micros(),
+        t99.as_micros(),
+        w50.as_micros(),
+        w99.as_micros(),
+        100.0 * w50.as_secs_f64() / t50.as_secs_f64()
+    );
+    table
 }
 
 /// The run with the median throughput.
@@ -702,21 +748,27 @@ async fn main() {
 
     // The core beside raw rumqttc (and the Rust row's a–d).
     let mut core_section = None;
+    let mut transport_section = None;
     let mut core_targets = Vec::new();
     if wants("rust") {
         eprintln!("core vs rumqttc: {runs} run(s) of {n} messages");
         let mut rows: Vec<(String, String, String, String)> = Vec::new();
         let (mut cs, mut rs, mut cp, mut rp, mut cr, mut rr, mut crt, mut rrt) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut ws, mut wp, mut wrt) = (vec![], vec![], vec![]);
+        let mqtt = CoreTransport::Mqtt;
         for _ in 0..runs {
-            cs.push(core_send_seq(&hub, n).await);
+            cs.push(core_send_seq(&hub, n, mqtt).await);
             rs.push(raw_send(&hub, n, 1).await);
-            cp.push(core_send_pipelined(&hub, n, 100).await);
+            cp.push(core_send_pipelined(&hub, n, 100, mqtt).await);
             rp.push(raw_send(&hub, n, 100).await);
             cr.push(core_receive(&hub, n).await);
             rr.push(raw_receive(&hub, n).await);
-            crt.push(core_round_trip(&hub, rtt).await);
+            crt.push(core_round_trip(&hub, rtt, mqtt).await);
             rrt.push(raw_round_trip(&hub, rtt).await);
+            ws.push(core_send_seq(&hub, n, CoreTransport::MqttWebSocket).await);
+            wp.push(core_send_pipelined(&hub, n, 100, CoreTransport::MqttWebSocket).await);
+            wrt.push(core_round_trip(&hub, rtt, CoreTransport::MqttWebSocket).await);
         }
         for (w, v) in [('a', &cs), ('b', &cp), ('c', &cr)] {
             for r in v.iter() {
@@ -767,6 +819,7 @@ async fn main() {
             Some(cp50 <= Duration::from_micros(500)),
         ));
         core_section = Some(table);
+        transport_section = Some(transport_table(n, rtt, [(&cs, &ws), (&cp, &wp)], (&crt, &wrt)));
     }
 
     // The bindings and the official SDKs, one child process per (row, workload, run).
@@ -862,6 +915,7 @@ async fn main() {
         elapsed: started.elapsed(),
         note: opts.note.clone(),
         core_section,
+        transport_section,
         flow_section,
         core_targets,
         results,

@@ -20,6 +20,8 @@ pub struct Report {
     pub elapsed: Duration,
     pub note: Option<String>,
     pub core_section: Option<String>,
+    /// The core over MQTT/TLS beside MQTT over WebSocket.
+    pub transport_section: Option<String>,
     pub flow_section: Option<String>,
     /// (target, measured, met) for the core and the hub.
     pub core_targets: Vec<(String, String, Option<bool>)>,
@@ -379,6 +381,15 @@ rows publish to an output with no route, so they measure client + protocol; `rec
 trip` go through a route and the hub's durable store):\n"
         );
         let _ = writeln!(w, "{core}");
+    }
+    if let Some(transports) = &r.transport_section {
+        let _ = writeln!(
+            w,
+            "### Core client over MQTT/TLS beside MQTT over WebSocket\n\n\
+The same core workloads with `Transport::MqttWebSocket` (TLS to the hub's HTTPS port, binary\n\
+WebSocket messages on `/$iothub/websocket`, no proxy) beside the default MQTT over TLS:\n"
+        );
+        let _ = writeln!(w, "{transports}");
     }
     if let Some(flow) = &r.flow_section {
         let _ = writeln!(
