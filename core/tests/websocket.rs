@@ -147,11 +147,35 @@ async fn reconnects_after_the_websocket_connection_is_cut_and_loses_no_send() {
     .await
 }
 
+#[tokio::test]
+async fn a_websocket_client_waits_through_a_hub_restart() {
+    bounded(async {
+        let mut hub = TestHub::start().await;
+        let sender = ws_client(&hub, "sender", ws_options(&hub).await).await.unwrap();
+        let mut state = sender.connection_state();
+        hub.stop().await;
+        tokio::time::timeout(STEP, state.wait_for(|s| !s.is_connected())).await.unwrap().unwrap();
+        let during = tokio::spawn({
+            let sender = sender.clone();
+            async move { sender.send_to_output("out1", Message::new("while the hub was down")).await }
+        });
+        hub.restart().await;
+        tokio::time::timeout(Duration::from_secs(30), state.wait_for(|s| s.is_connected())).await.unwrap().unwrap();
+        during.await.unwrap().unwrap();
+        let receiver = ws_client(&hub, "receiver", ws_options(&hub).await).await.unwrap();
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        let got = tokio::time::timeout(STEP, in1.recv()).await.unwrap().unwrap();
+        assert_eq!(got.message().body().as_ref(), b"while the hub was down");
+        got.complete().unwrap();
+    })
+    .await
+}
+
 /// What a loopback HTTP CONNECT proxy saw: each request head.
 type Seen = Arc<Mutex<Vec<String>>>;
 
 /// A tiny HTTP CONNECT proxy on loopback: answers every CONNECT with `status`, and with 200
-/// tunnels to 127.0.0.1 at the requested port.
+/// tunnels to 127.0.0.1 at the requested port; `hang` never answers.
 async fn connect_proxy(status: &'static str) -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -171,6 +195,11 @@ async fn connect_proxy(status: &'static str) -> (u16, Seen) {
                 }
                 let head = String::from_utf8(head).unwrap();
                 log.lock().unwrap().push(head.clone());
+                if status == "hang" {
+                    // Never answer; hold the connection until the client gives up.
+                    let _ = client.read(&mut byte).await;
+                    return;
+                }
                 if status != "200" {
                     let _ =
                         client.write_all(format!("HTTP/1.1 {status} No\r\ncontent-length: 0\r\n\r\n").as_bytes()).await;
@@ -244,6 +273,21 @@ async fn proxy_and_websocket_failures_have_their_documented_kinds() {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+
+        // A proxy that never answers, and a hub port that never answers: the connect deadline.
+        let (port, _) = connect_proxy("hang").await;
+        let stalled = Proxy::start(hub.https_port).await;
+        stalled.stall(true);
+        for options in [
+            ws_options(&hub).await.with_proxy(format!("http://127.0.0.1:{port}")),
+            ws_options(&hub).await.with_https_port(stalled.port),
+        ] {
+            let started = std::time::Instant::now();
+            let e =
+                ws_client(&hub, "sender", options.with_connect_timeout(Duration::from_millis(500))).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+            assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        }
 
         for bad in ["127.0.0.1:3128", "socks5://127.0.0.1:1080", "http://127.0.0.1:0", "http://127.0.0.1:3128/x"] {
             let e = ws_client(&hub, "sender", ws_options(&hub).await.with_proxy(bad)).await.unwrap_err();
