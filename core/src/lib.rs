@@ -2,6 +2,7 @@
 //! semantic the bindings expose: authentication, validation, retries, twin resync, deadlines and
 //! errors. Async-only on tokio; it never builds a runtime of its own.
 
+pub mod amqp;
 pub mod auth;
 pub mod client;
 mod driver;

@@ -29,11 +29,19 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
 /// The longest token `edgemodule-hub token` signs (one year).
 pub const MAX_TOKEN_TTL_SECS: u64 = 365 * 24 * 3600;
 
+/// Where the hub listens, for `status` and the modules' environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners {
+    pub mqtt: SocketAddr,
+    pub https: SocketAddr,
+    /// The AMQPS listener, when the hub serves AMQP.
+    pub amqp: Option<SocketAddr>,
+}
+
 pub fn start(
     hub: Arc<Hub>,
     path: &Path,
-    mqtt: SocketAddr,
-    https: SocketAddr,
+    listeners: Listeners,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
     let listener = crate::server::bind_unix(path)?;
@@ -45,7 +53,7 @@ pub fn start(
             };
             let hub = hub.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve(hub, stream, mqtt, https).await {
+                if let Err(e) = serve(hub, stream, listeners).await {
                     tracing::debug!("control connection: {e}");
                 }
             });
@@ -53,7 +61,7 @@ pub fn start(
     }))
 }
 
-async fn serve(hub: Arc<Hub>, stream: UnixStream, mqtt: SocketAddr, https: SocketAddr) -> std::io::Result<()> {
+async fn serve(hub: Arc<Hub>, stream: UnixStream, listeners: Listeners) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
@@ -67,7 +75,7 @@ async fn serve(hub: Arc<Hub>, stream: UnixStream, mqtt: SocketAddr, https: Socke
         if request["cmd"] == "monitor" {
             return monitor(&hub, write).await;
         }
-        let answer = match handle(&hub, &request, mqtt, https).await {
+        let answer = match handle(&hub, &request, listeners).await {
             Ok(v) => v,
             Err(e) => failure(e),
         };
@@ -106,10 +114,11 @@ fn deployed_module<'a>(hub: &Hub, req: &'a Value) -> Result<&'a str, String> {
     Ok(module)
 }
 
-async fn handle(hub: &Hub, req: &Value, mqtt: SocketAddr, https: SocketAddr) -> Result<Value, String> {
+async fn handle(hub: &Hub, req: &Value, listeners: Listeners) -> Result<Value, String> {
     match req["cmd"].as_str().unwrap_or("") {
         "status" => Ok(json!({
-            "ok": true, "mqtt": mqtt.to_string(), "https": https.to_string(),
+            "ok": true, "mqtt": listeners.mqtt.to_string(), "https": listeners.https.to_string(),
+            "amqp": listeners.amqp.map(|a| a.to_string()),
             "device": hub.identity.device_id, "hub": hub.identity.hub_host_name,
             "modules": hub.module_ids(),
         })),
@@ -119,7 +128,7 @@ async fn handle(hub: &Hub, req: &Value, mqtt: SocketAddr, https: SocketAddr) -> 
         }
         "env" => {
             let module = deployed_module(hub, req)?;
-            Ok(json!({ "ok": true, "env": module_env(hub, module, mqtt, https) }))
+            Ok(json!({ "ok": true, "env": module_env(hub, module, listeners) }))
         }
         "token" => {
             let module = deployed_module(hub, req)?;
@@ -212,8 +221,9 @@ fn connection_string(hub: &Hub, module: &str) -> Result<String, String> {
 }
 
 /// The variables edgeAgent would give the module. Non-default ports travel in edgemodule's own
-/// variables, which the official SDKs ignore (they always use 8883 and 443).
-pub fn module_env(hub: &Hub, module: &str, mqtt: SocketAddr, https: SocketAddr) -> BTreeMap<String, String> {
+/// variables, which the official SDKs ignore (they always use 8883, 443 and 5671).
+pub fn module_env(hub: &Hub, module: &str, listeners: Listeners) -> BTreeMap<String, String> {
+    let Listeners { mqtt, https, amqp } = listeners;
     let id = &hub.identity;
     let mut env = BTreeMap::new();
     let mut set = |k: &str, v: String| {
@@ -232,6 +242,9 @@ pub fn module_env(hub: &Hub, module: &str, mqtt: SocketAddr, https: SocketAddr) 
     }
     if https.port() != 443 {
         set("EDGEMODULE_HTTPS_PORT", https.port().to_string());
+    }
+    if let Some(amqp) = amqp.filter(|a| a.port() != 5671) {
+        set("EDGEMODULE_AMQP_PORT", amqp.port().to_string());
     }
     env
 }

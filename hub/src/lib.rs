@@ -1,8 +1,10 @@
 //! edgemodule-hub: a local edge hub that speaks edgeHub's module surface (TLS MQTT, SAS auth,
 //! routes, twins, direct methods, workload API) so modules run on a laptop with no Azure.
 
+pub mod amqp;
 pub mod broker;
 pub mod control;
+pub mod events;
 pub mod http;
 pub mod hub;
 pub mod manifest;

@@ -39,6 +39,12 @@ enum Command {
         mqtt_port: u16,
         #[arg(long, default_value_t = 443)]
         https_port: u16,
+        /// AMQPS port (0 = ephemeral).
+        #[arg(long, default_value_t = 5671)]
+        amqp_port: u16,
+        /// Serve no AMQP at all.
+        #[arg(long)]
+        no_amqp: bool,
     },
     /// Print what the running hub listens on and which modules it knows.
     Status,
@@ -172,12 +178,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 state.identity().device_id
             );
         }
-        Command::Start { deployment, bind, mqtt_port, https_port } => {
+        Command::Start { deployment, bind, mqtt_port, https_port, amqp_port, no_amqp } => {
             let mut config = HubConfig::new(&cli.state_dir, deployment);
             (config.bind, config.mqtt_port, config.https_port) = (bind, mqtt_port, https_port);
+            config.amqp_port = (!no_amqp).then_some(amqp_port);
             let hub = start(config).await?;
+            let amqp = hub.amqp_addr.map_or("off".to_string(), |a| a.to_string());
             eprintln!(
-                "edgemodule-hub: MQTT on {}, HTTPS on {}, modules: {}",
+                "edgemodule-hub: MQTT on {}, HTTPS on {}, AMQP on {amqp}, modules: {}",
                 hub.mqtt_addr,
                 hub.https_addr,
                 hub.hub.module_ids().join(", ")

@@ -1,4 +1,4 @@
-//! Starting and stopping a hub: listeners for MQTT/TLS, HTTPS (module-to-module method calls and
+//! Starting and stopping a hub: listeners for MQTT/TLS, AMQP/TLS, HTTPS (module-to-module method calls and
 //! MQTT over WebSocket), the workload API and the control socket, all sharing one `Hub`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +21,9 @@ pub struct HubConfig {
     pub bind: IpAddr,
     pub mqtt_port: u16,
     pub https_port: u16,
+    /// The AMQPS port (5671 in the CLI); `None` serves no AMQP. Off by default here so embedding
+    /// tests do not compete for the standard port; they ask for `Some(0)`.
+    pub amqp_port: Option<u16>,
     /// Deliveries in flight to one module before waiting for its PUBACKs.
     pub delivery_window: usize,
     /// Serve the workload API on the state dir's socket.
@@ -37,6 +40,7 @@ impl HubConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mqtt_port: 8883,
             https_port: 443,
+            amqp_port: None,
             delivery_window: 256,
             workload: true,
             control: true,
@@ -49,6 +53,7 @@ pub struct RunningHub {
     pub hub: Arc<Hub>,
     pub mqtt_addr: SocketAddr,
     pub https_addr: SocketAddr,
+    pub amqp_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -91,19 +96,28 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, String> {
     let (stop, stop_rx) = watch::channel(false);
     let mqtt = bind(config.bind, config.mqtt_port, "MQTT").await?;
     let https = bind(config.bind, config.https_port, "HTTPS").await?;
+    let amqp = match config.amqp_port {
+        Some(port) => Some(bind(config.bind, port, "AMQP").await?),
+        None => None,
+    };
     let (mqtt_addr, https_addr) = (mqtt.local_addr().unwrap(), https.local_addr().unwrap());
+    let amqp_addr = amqp.as_ref().map(|l| l.local_addr().unwrap());
     let mut tasks = vec![
         tokio::spawn(crate::mqtt::listener::run(hub.clone(), mqtt, tls.clone(), stop_rx.clone())),
-        tokio::spawn(crate::http::run(hub.clone(), https, tls, stop_rx.clone())),
+        tokio::spawn(crate::http::run(hub.clone(), https, tls.clone(), stop_rx.clone())),
     ];
+    if let Some(amqp) = amqp {
+        tasks.push(tokio::spawn(crate::amqp::listener::run(hub.clone(), amqp, tls, stop_rx.clone())));
+    }
     if config.workload {
         tasks.push(start_workload(&hub, &state.workload_socket_path(), stop_rx.clone())?);
     }
     if config.control {
-        tasks.push(crate::control::start(hub.clone(), &state.control_socket_path(), mqtt_addr, https_addr, stop_rx)?);
+        let listeners = crate::control::Listeners { mqtt: mqtt_addr, https: https_addr, amqp: amqp_addr };
+        tasks.push(crate::control::start(hub.clone(), &state.control_socket_path(), listeners, stop_rx)?);
     }
-    tracing::info!(%mqtt_addr, %https_addr, modules = ?hub.module_ids(), "hub started");
-    Ok(RunningHub { hub, mqtt_addr, https_addr, stop, tasks })
+    tracing::info!(%mqtt_addr, %https_addr, ?amqp_addr, modules = ?hub.module_ids(), "hub started");
+    Ok(RunningHub { hub, mqtt_addr, https_addr, amqp_addr, stop, tasks })
 }
 
 async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {

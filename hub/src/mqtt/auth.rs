@@ -21,11 +21,17 @@ pub fn authenticate(hub: &Hub, client_id: &str, username: &str, password: &str) 
     if client_id != format!("{device}/{module}") {
         return Err(format!("client id '{client_id}' does not match username identity '{device}/{module}'"));
     }
+    authenticate_token(hub, device, module, password)
+}
+
+/// Verifies a SAS token presented for `device/module` (MQTT password, AMQP CBS put-token or
+/// SASL PLAIN password): this edge device, a deployed module, and `check_token`.
+pub fn authenticate_token(hub: &Hub, device: &str, module: &str, token: &str) -> Result<Authenticated, String> {
     if device != hub.identity.device_id {
         return Err(format!("device '{device}' is not this edge device"));
     }
     let key = hub.module_key(module).ok_or_else(|| format!("module '{module}' is not deployed"))?;
-    let token = ParsedToken::parse(password).map_err(|e| e.message().to_string())?;
+    let token = ParsedToken::parse(token).map_err(|e| e.message().to_string())?;
     check_token(hub, &token, device, module, key)?;
     Ok(Authenticated {
         device: device.to_string(),

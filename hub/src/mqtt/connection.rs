@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use edgemodule_core::message::{Message, SystemProperty};
+use edgemodule_core::message::Message;
 use edgemodule_core::validate::MAX_MESSAGE_BYTES;
 use edgemodule_core::wire::{framing, property_bag, topic};
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -22,14 +22,14 @@ use rumqttc::mqttbytes::v4::{
 use rumqttc::mqttbytes::QoS;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::auth::{authenticate, Authenticated};
 use super::permissions;
 use crate::broker::{topics, Operation};
+use crate::events::{ack_barrier, ingest, now_ms, Ingested};
 use crate::hub::{ConnCommand, Hub, MethodOutcome};
-use crate::routes::{self, MessageSource, Sink};
-use crate::store::{NewDelivery, SessionRecord};
+use crate::store::SessionRecord;
 use crate::writer::WriteRequest;
 
 /// Room for a 256 KB message plus its topic and property bag.
@@ -355,23 +355,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
         let pairs = property_bag::decode_pairs(bag).map_err(|e| Close(format!("bad property bag: {e}")))?;
         let mut msg = Message::new(body);
         property_bag::apply_pairs(&mut msg, pairs);
-        msg.set_system(SystemProperty::ConnectionDeviceId, Some(self.device.clone()));
-        msg.set_system(SystemProperty::ConnectionModuleId, Some(self.module.clone()));
-        if msg.wire_size() > MAX_MESSAGE_BYTES {
-            return Err(Close(format!("message of {} bytes exceeds {MAX_MESSAGE_BYTES}", msg.wire_size())));
-        }
-        let source =
-            MessageSource::Module { module: self.module.clone(), output: msg.output_name().map(str::to_string) };
-        let (deliveries, upstream) = route_message(&self.hub, &source, &msg);
-        if deliveries.is_empty() && upstream.is_empty() {
-            self.reply_now(ack.map(puback).into_iter().collect());
-            return Ok(());
-        }
-        let (done, committed) = oneshot::channel();
-        self.hub
-            .writer()
-            .send(WriteRequest::Route { deliveries, upstream, done })
-            .map_err(|_| Close("store writer stopped".into()))?;
+        let committed = match ingest(&self.hub, &self.device, &self.module, msg).map_err(|e| Close(e.to_string()))? {
+            Ingested::Unrouted => {
+                self.reply_now(ack.map(puback).into_iter().collect());
+                return Ok(());
+            }
+            Ingested::Pending(committed) => committed,
+        };
         self.replies.push_back(Box::pin(async move {
             match (committed.await, ack) {
                 (Ok(Ok(())), Some(pkid)) => vec![puback(pkid)],
@@ -606,62 +596,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     }
 }
 
-/// Runs the routes for one message: deliveries for module inputs, JSON lines for `$upstream`,
-/// and one monitor line per matched route.
-fn route_message(hub: &Hub, source: &MessageSource, msg: &Message) -> (Vec<NewDelivery>, Vec<String>) {
-    let mut deliveries = Vec::new();
-    let mut upstream = Vec::new();
-    let matched = routes::select(&hub.routes, source, msg);
-    if matched.is_empty() {
-        return (deliveries, upstream);
-    }
-    let bag = property_bag::encode_delivery(msg);
-    let now = now_ms();
-    for route in matched {
-        let ttl = route.ttl_secs.map(|t| t as i64).unwrap_or(hub.default_ttl_secs);
-        let expires_at_ms = (ttl >= 0).then(|| now + ttl as u64 * 1000);
-        let target = match &route.sink {
-            Sink::ModuleInput { module, input } => {
-                deliveries.push(NewDelivery {
-                    module: module.clone(),
-                    input: input.clone(),
-                    bag: bag.clone(),
-                    body: msg.body().to_vec(),
-                    expires_at_ms,
-                    route: route.name.clone(),
-                });
-                format!("{module}/{input}")
-            }
-            Sink::Upstream => {
-                upstream.push(crate::monitor::message_line(source, &route.name, "$upstream", msg).to_string());
-                "$upstream".to_string()
-            }
-        };
-        if hub.monitor_active() {
-            hub.publish_monitor(crate::monitor::message_line(source, &route.name, &target, msg).to_string());
-        }
-    }
-    (deliveries, upstream)
-}
-
-/// Waits until acknowledgements queued by an earlier connection of this module are committed.
-async fn ack_barrier(hub: &Hub) {
-    let (done, committed) = oneshot::channel();
-    if hub.writer().send(WriteRequest::Barrier { done }).is_ok() {
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, committed).await;
-    }
-}
-
 fn puback(pkid: u16) -> Packet {
     Packet::PubAck(PubAck::new(pkid))
 }
 
 fn publish0(topic: String, payload: Vec<u8>) -> Packet {
     Packet::Publish(Publish::new(topic, QoS::AtMostOnce, payload))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn secs_until(unix: u64) -> Duration {
