@@ -1,9 +1,11 @@
 """Runs two modules written against the OFFICIAL Azure IoT SDKs (Python azure-iot-device 2.14,
-Node azure-iot-device 1.18 + azure-iot-device-mqtt 1.16) through a real edgemodule-hub on the
-default ports 8883/443: from connection strings and from the edge environment
-(`edgemodule-hub run`), each over MQTT (8883) and over MQTT over WebSocket (443,
-`/$iothub/websocket`: Python `websockets=True`, Node `MqttWs`). Checks routing with properties,
-twin get/reported/desired, a method invoked from the CLI and module-to-module invoke_method.
+Node azure-iot-device 1.18 + azure-iot-device-mqtt 1.16 + azure-iot-device-amqp 1.14) through a
+real edgemodule-hub on the default ports 8883/443/5671: from connection strings and from the edge
+environment (`edgemodule-hub run`), each over MQTT (8883), over MQTT over WebSocket (443,
+`/$iothub/websocket`: Python `websockets=True`, Node `MqttWs`) and with the Node module over
+AMQP 1.0 (5671, Node `Amqp`; the Python SDK has no AMQP, so its module stays on MQTT and messages
+cross transports). Checks routing with properties, twin get/reported/desired, a method invoked
+from the CLI and module-to-module invoke_method.
 Prints 'N passed, M failed'.
 
 Usage: driver.py HUB_BIN PYTHON_WITH_SDK NODE_DIR_WITH_SDK"""
@@ -195,6 +197,19 @@ def main():
                 for m in ("pymod", "nodemod"):
                     over_ws = [line for line in connected if f"/{m}" in line and "(WebSocket)" in line]
                     check(f"ws: {m} connections came in over WebSocket", len(over_ws) >= 2, connected[-6:])
+            finally:
+                stop_hub(hub)
+        # AMQP: the Node module on 5671 (nothing on 8883 for it to fall back to would also stop
+        # Python, which has no AMQP, so 8883 stays; the hub log shows the transport).
+        hub = start_hub(state, deployment, "-v")
+        if hub:
+            try:
+                run_mode(state, "cs-amqp", 21)
+                run_mode(state, "env-amqp", 25)
+                over_amqp = [line for line in hub.log if "module connected over AMQP" in line and "/nodemod" in line]
+                check("amqp: nodemod connections came in over AMQP", len(over_amqp) >= 2, hub.log[-6:])
+                on_mqtt = [line for line in hub.log if "module connected" in line and "/nodemod" in line and "AMQP" not in line]
+                check("amqp: nodemod never connected over MQTT", not on_mqtt, on_mqtt)
             finally:
                 stop_hub(hub)
     failed = results.count(False)

@@ -1,16 +1,18 @@
-// A module written against the OFFICIAL azure-iot-device 1.18 + azure-iot-device-mqtt 1.16 Node
-// SDK, unchanged, to prove the hub speaks edgeHub's wire protocol.
+// A module written against the OFFICIAL azure-iot-device 1.18 + azure-iot-device-mqtt 1.16 +
+// azure-iot-device-amqp 1.14 Node SDK, unchanged, to prove the hub speaks edgeHub's wire protocol.
 // Usage: node node_module.js (env | cs CONNECTION_STRING CA_FILE) PEER
 // where a mode ending in `-ws` (`env-ws`, `cs-ws`) uses the `MqttWs` transport (MQTT over
-// WebSocket on port 443) instead of `Mqtt` on 8883.
+// WebSocket on port 443), one ending in `-amqp` the `Amqp` transport (AMQP 1.0 on 5671), instead
+// of `Mqtt` on 8883.
 'use strict';
 const fs = require('fs');
 const { ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
+const { Amqp } = require('azure-iot-device-amqp');
 
 const mode = process.argv[2];
 const [source] = mode.split('-');
-const Transport = mode.endsWith('-ws') ? MqttWs : Mqtt;
+const Transport = mode.endsWith('-ws') ? MqttWs : mode.endsWith('-amqp') ? Amqp : Mqtt;
 const peer = process.argv[process.argv.length - 1];
 const say = (o) => console.log(JSON.stringify(o));
 const waiting = new Map();
