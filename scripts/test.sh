@@ -21,13 +21,18 @@ cargo fmt --all --check
 stage "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --profile "$CARGO_PROFILE" -- -D warnings
 stage "cargo test (core, hub, C ABI, benches build)"
-timeout 1800 cargo test --workspace --exclude xlang --profile "$CARGO_PROFILE"
+timeout 1800 cargo test --workspace --exclude xlang --exclude faults --profile "$CARGO_PROFILE"
 stage "Python package"
 timeout 1200 ./scripts/test-python.sh
 stage "Node package"
 timeout 1200 ./scripts/test-node.sh
 stage "conformance suite: every scenario in Rust, C, Python and Node"
 timeout 1200 cargo test -p xlang --profile "$CARGO_PROFILE"
+# Short variants of the fault matrix (cuts, stall, kill -9, short token TTL) and the deadline
+# checks, for every binding; FAULTS_REQUIRE_ALL turns a binding that is not built into a failure.
+# The long variants are `fault-matrix` and `soak` (RELIABILITY.md).
+stage "fault matrix and deadlines, short variants: Rust, C, Python and Node"
+FAULTS_REQUIRE_ALL=1 timeout 600 cargo test -p faults --profile "$CARGO_PROFILE"
 stage "benchmark harness smoke run (Rust, C, Python, Node rows on ephemeral ports)"
 timeout 600 ./scripts/test-bench.sh
 stage "demo: C sensor -> Python filter -> Node alert, end to end"
