@@ -1,7 +1,8 @@
 //! The hub's persistent identity: a state directory holding the hub/device names, a local CA, the TLS server
 //! certificate the hub presents to modules, and the modules' SAS keys.
 //!
-//! Layout of the state directory (created with mode 0700):
+//! Layout of the state directory (created with mode 0700; `init` and `open` take group and other
+//! access away from the directory and the key files again if it was granted since):
 //!
 //! | File | Content | Mode |
 //! |---|---|---|
@@ -203,12 +204,7 @@ impl StateDir {
         }
 
         // Keys written by an older run (or by hand) may be readable by others; tighten them.
-        for name in [CA_KEY_FILE, SERVER_KEY_FILE, KEYS_FILE] {
-            let p = dir.join(name);
-            if p.exists() {
-                set_mode(&p, 0o600)?;
-            }
-        }
+        tighten(dir)?;
 
         StateDir::open(dir)
     }
@@ -229,6 +225,12 @@ impl StateDir {
             if !dir.join(file).exists() {
                 return Err(StateError::NotInitialised { dir: dir.to_owned(), file });
             }
+        }
+        // A state dir copied, unpacked or edited with a permissive umask since `init`: the hub
+        // must not serve keys (or a control socket) others can read. Best effort here (a
+        // read-only command run by another user must still work); `init` insists.
+        if let Err(e) = tighten(dir) {
+            tracing::warn!(dir = %dir.display(), "{e}");
         }
         let file = read_identity(&dir.join(IDENTITY_FILE))?;
 
@@ -473,6 +475,30 @@ fn create_state_dir(dir: &Path) -> Result<(), StateError> {
     }
 }
 
+/// Removes group and other access from the state dir and the key files, with a warning for each
+/// one that had it.
+fn tighten(dir: &Path) -> Result<(), StateError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let loose = |p: &Path| fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777).filter(|m| m & 0o077 != 0);
+        if let Some(mode) = loose(dir) {
+            tracing::warn!(dir = %dir.display(), "the state directory was accessible to others (mode {mode:o}); setting 0700");
+            set_mode(dir, 0o700)?;
+        }
+        for name in [CA_KEY_FILE, SERVER_KEY_FILE, KEYS_FILE] {
+            let p = dir.join(name);
+            if let Some(mode) = loose(&p) {
+                tracing::warn!(file = %p.display(), "a key file was readable by others (mode {mode:o}); setting 0600");
+                set_mode(&p, 0o600)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<(), StateError> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -622,6 +648,42 @@ mod tests {
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_pre_existing_state_dir_and_loose_key_files_are_tightened() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let chmod = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        // A directory the user made beforehand, with the usual umask: init keeps nothing open.
+        fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let state = StateDir::init(&dir, "localhost").unwrap();
+        state.ensure_module_key("m").unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+
+        // Loosened afterwards (copied, unpacked, edited): init tightens again, and so does open
+        // (which `start` uses).
+        for open in [false, true] {
+            chmod(&dir, 0o775);
+            for f in [CA_KEY_FILE, SERVER_KEY_FILE, KEYS_FILE] {
+                chmod(&dir.join(f), 0o644);
+            }
+            if open {
+                StateDir::open(&dir).unwrap();
+            } else {
+                StateDir::init(&dir, "localhost").unwrap();
+            }
+            assert_eq!(mode_of(&dir), 0o700, "open: {open}");
+            for f in [CA_KEY_FILE, SERVER_KEY_FILE, KEYS_FILE] {
+                assert_eq!(mode_of(&dir.join(f)), 0o600, "{f}, open: {open}");
+            }
+            // Public files stay readable.
+            assert_eq!(mode_of(&dir.join(CA_CERT_FILE)), 0o644);
+        }
+        assert!(StateDir::open(&dir).unwrap().module_key("m").unwrap().is_some());
     }
 
     #[test]
