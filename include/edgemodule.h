@@ -788,9 +788,26 @@ enum edge_status edge_options_set_extra_ca_pem(struct edge_options *opts, const 
 enum edge_status edge_options_set_mqtt_port(struct edge_options *opts, uint16_t port);
 
 /**
- * Overrides the hub's HTTPS port used by `edge_client_invoke_method` (default 443).
+ * Overrides the hub's HTTPS port (default 443, or EDGEMODULE_HTTPS_PORT from the environment),
+ * used by `edge_client_invoke_method` and by the WebSocket transport.
  */
 enum edge_status edge_options_set_https_port(struct edge_options *opts, uint16_t port);
+
+/**
+ * Picks the transport by name (case-insensitive): "mqtt" (MQTT over TLS on the MQTT port, the
+ * default) or "mqtt_ws" (MQTT over WebSocket over TLS on the HTTPS port, for networks that only
+ * let 443 out). An unknown name gives EDGE_STATUS_INVALID_ARGUMENT, with the accepted names in
+ * the last error.
+ */
+enum edge_status edge_options_set_transport(struct edge_options *opts, const char *name);
+
+/**
+ * Tunnels the WebSocket transport through an HTTP CONNECT proxy,
+ * "http://[user:password@]host[:port]" (copied); NULL removes a proxy set before. Checked when
+ * the client is created: a malformed URL, or a proxy with a transport that is not WebSocket,
+ * gives EDGE_STATUS_CONFIGURATION.
+ */
+enum edge_status edge_options_set_proxy(struct edge_options *opts, const char *url);
 
 /**
  * Never reconnect: the first connection loss closes the client.

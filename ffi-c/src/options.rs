@@ -4,9 +4,9 @@
 use std::os::raw::c_char;
 use std::time::Duration;
 
-use edgemodule_core::{ClientOptions, RetryPolicy};
+use edgemodule_core::{ClientOptions, RetryPolicy, Transport};
 
-use crate::boundary::{check_out, status_boundary, try_mut, try_str, write_out};
+use crate::boundary::{check_out, status_boundary, try_mut, try_opt_str, try_str, write_out};
 use crate::status::edge_status;
 
 /// Client options (opaque). Create with `edge_options_new`, change with `edge_options_set_*`,
@@ -151,11 +151,38 @@ pub unsafe extern "C" fn edge_options_set_mqtt_port(opts: *mut edge_options, por
     })
 }
 
-/// Overrides the hub's HTTPS port used by `edge_client_invoke_method` (default 443).
+/// Overrides the hub's HTTPS port (default 443, or EDGEMODULE_HTTPS_PORT from the environment),
+/// used by `edge_client_invoke_method` and by the WebSocket transport.
 #[no_mangle]
 pub unsafe extern "C" fn edge_options_set_https_port(opts: *mut edge_options, port: u16) -> edge_status {
     set(opts, |o| {
         o.https_port = Some(port);
+        Ok(())
+    })
+}
+
+/// Picks the transport by name (case-insensitive): "mqtt" (MQTT over TLS on the MQTT port, the
+/// default) or "mqtt_ws" (MQTT over WebSocket over TLS on the HTTPS port, for networks that only
+/// let 443 out). An unknown name gives EDGE_STATUS_INVALID_ARGUMENT, with the accepted names in
+/// the last error.
+#[no_mangle]
+pub unsafe extern "C" fn edge_options_set_transport(opts: *mut edge_options, name: *const c_char) -> edge_status {
+    set(opts, |o| {
+        // SAFETY: NULL or a NUL-terminated string (C contract).
+        o.transport = unsafe { try_str(name, "name") }?.parse::<Transport>()?;
+        Ok(())
+    })
+}
+
+/// Tunnels the WebSocket transport through an HTTP CONNECT proxy,
+/// "http://[user:password@]host[:port]" (copied); NULL removes a proxy set before. Checked when
+/// the client is created: a malformed URL, or a proxy with a transport that is not WebSocket,
+/// gives EDGE_STATUS_CONFIGURATION.
+#[no_mangle]
+pub unsafe extern "C" fn edge_options_set_proxy(opts: *mut edge_options, url: *const c_char) -> edge_status {
+    set(opts, |o| {
+        // SAFETY: NULL or a NUL-terminated string (C contract).
+        o.proxy = unsafe { try_opt_str(url, "url") }?.map(str::to_string);
         Ok(())
     })
 }

@@ -18,12 +18,34 @@ thread_local! {
 /// The shared runtime, built on first use.
 pub(crate) fn runtime() -> FfiResult<&'static Runtime> {
     RUNTIME
-        .get_or_init(|| {
-            edgemodule_core::runtime::build_binding_runtime("edgemodule-c")
-                .map_err(|e| format!("cannot start the edgemodule runtime: {e}"))
-        })
+        .get_or_init(|| build_without_sigpipe().map_err(|e| format!("cannot start the edgemodule runtime: {e}")))
         .as_ref()
         .map_err(|e| Failure::new(edge_status::Internal, e.clone()))
+}
+
+/// Builds the runtime from the core's builder with SIGPIPE blocked on this thread, then restores
+/// the caller's signal mask. The runtime's workers start during the build and inherit the mask,
+/// and so do the threads they start. A write to a connection the hub has already closed (closing
+/// races the hub's own close, more so over WebSocket) then fails with EPIPE, which the core
+/// handles, instead of raising SIGPIPE, whose default action kills the C host process: Rust
+/// programs, Python and Node ignore SIGPIPE, C programs do not. Only the library's own threads
+/// are changed, never the process's disposition or the caller's threads.
+fn build_without_sigpipe() -> std::io::Result<Runtime> {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; pthread_sigmask
+    // only changes the calling thread's mask, and the old mask is put back below.
+    let old = unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGPIPE);
+        (libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old) == 0).then_some(old)
+    };
+    let runtime = edgemodule_core::runtime::build_binding_runtime("edgemodule-c");
+    if let Some(old) = old {
+        // SAFETY: restores the mask read above on the same thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    runtime
 }
 
 /// Whether this thread is running a user callback right now.

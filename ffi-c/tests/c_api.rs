@@ -278,13 +278,30 @@ async fn int_broker(build: Build) {
     int_test("int_broker", broker_deployment(), build).await;
 }
 
+/// int_transport.c is given an MQTT port nothing listens on, so a client that did not use the
+/// WebSocket transport could not connect.
+async fn int_transport(build: Build) {
+    int_test_on("int_transport", default_deployment(), build, Some(closed_port())).await;
+}
+
+/// A loopback port with no listener.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Builds tests/c/<name>.c and runs it against a hub with `deployment`; it must print "<name>: ok".
 async fn int_test(name: &str, deployment: serde_json::Value, build: Build) {
+    int_test_on(name, deployment, build, None).await;
+}
+
+/// As `int_test`, giving the program `mqtt_port` instead of the hub's MQTT port when set.
+async fn int_test_on(name: &str, deployment: serde_json::Value, build: Build, mqtt_port: Option<u16>) {
     let tmp = tempfile::tempdir().unwrap();
     let extra = if build == Build::Sanitized { SANITIZE } else { &[] };
     let exe = compile(tmp.path(), name, &[c_source(&format!("{name}.c"))], false, extra);
     let hub = Hub::start_with(deployment).await;
     let (mqtt, https) = hub.ports();
+    let mqtt = mqtt_port.unwrap_or(mqtt);
     let args = vec![
         hub.connection_string("sender"),
         hub.connection_string("receiver"),
@@ -362,6 +379,25 @@ async fn c_int_broker_under_asan_ubsan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_int_broker_under_valgrind_has_no_leaks() {
     int_broker(Build::Valgrind).await;
+}
+
+/// send → route → input (a 200 KB body too), twin get / reported / desired, a client from the
+/// environment, and 20 connect/close cycles that must not die of SIGPIPE, all over MQTT over
+/// WebSocket (`edge_options_set_transport(opts, "mqtt_ws")`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_transport_websocket_against_hub() {
+    int_transport(Build::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_transport_websocket_under_asan_ubsan() {
+    int_transport(Build::Sanitized).await;
+}
+
+/// The WebSocket cycle under valgrind: no leak or memory error on the WebSocket path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_int_transport_websocket_under_valgrind_has_no_leaks() {
+    int_transport(Build::Valgrind).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

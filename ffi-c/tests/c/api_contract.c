@@ -82,6 +82,34 @@ int main(void) {
   CHECK(strstr(last_error(), "keep_alive") != NULL);
   edge_options_free(opts);
 
+  /* Transport names are the core's: case-insensitive, an unknown one names the accepted ones. */
+  CHECK_OK(edge_options_new(&opts));
+  CHECK_OK(edge_options_set_transport(opts, "mqtt_ws"));
+  CHECK_OK(edge_options_set_transport(opts, "MQTT"));
+  CHECK_STATUS(edge_options_set_transport(opts, "bogus"), EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(last_error(), "unknown transport 'bogus'") != NULL);
+  CHECK(strstr(last_error(), "mqtt_ws") != NULL);
+  CHECK_STATUS(edge_options_set_transport(opts, NULL), EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(edge_options_set_transport(NULL, "mqtt"), EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(edge_options_set_transport(opts, "\xff"), EDGE_STATUS_INVALID_ARGUMENT);
+  /* A proxy is checked by the core at client creation: only WebSocket uses one... */
+  CHECK_OK(edge_options_set_proxy(opts, "http://127.0.0.1:3128"));
+  CHECK_STATUS(edge_client_new_from_connection_string(
+                   "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=AAAA", NULL, opts, &client),
+               EDGE_STATUS_CONFIGURATION);
+  CHECK(strstr(last_error(), "WebSocket") != NULL);
+  /* ...and it must be an http:// URL; NULL removes it. */
+  CHECK_OK(edge_options_set_transport(opts, "mqtt_ws"));
+  CHECK_OK(edge_options_set_proxy(opts, "127.0.0.1:3128"));
+  CHECK_STATUS(edge_client_new_from_connection_string(
+                   "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=AAAA", NULL, opts, &client),
+               EDGE_STATUS_CONFIGURATION);
+  CHECK_OK(edge_options_set_proxy(opts, NULL));
+  CHECK_OK(edge_options_set_transport(opts, "mqtt"));
+  CHECK_STATUS(edge_options_set_proxy(NULL, NULL), EDGE_STATUS_INVALID_ARGUMENT);
+  CHECK(client == NULL);
+  edge_options_free(opts);
+
   /* A malformed connection string is the core's INVALID_ARGUMENT. */
   CHECK_STATUS(edge_client_new_from_connection_string("nonsense", NULL, NULL, &client),
                EDGE_STATUS_INVALID_ARGUMENT);
