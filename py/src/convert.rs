@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgemodule_core::{ClientOptions, RetryPolicy};
+use edgemodule_core::{ClientOptions, RetryPolicy, Transport};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString};
@@ -87,6 +87,8 @@ pub const OPTION_NAMES: &[&str] = &[
     "extra_ca_cert",
     "mqtt_port",
     "https_port",
+    "transport",
+    "proxy",
 ];
 
 /// Builds core options from the factories' keyword arguments. An unknown keyword is a
@@ -121,6 +123,8 @@ pub fn options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<ClientOptions> {
             "extra_ca_cert" => o.extra_ca_pem = value.extract()?,
             "mqtt_port" => o.mqtt_port = value.extract()?,
             "https_port" => o.https_port = value.extract()?,
+            "transport" => o.transport = value.extract::<String>()?.parse::<Transport>().map_err(errors::to_py)?,
+            "proxy" => o.proxy = value.extract()?,
             other => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected keyword argument '{other}' (accepted: {})",
