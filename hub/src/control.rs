@@ -128,7 +128,7 @@ async fn handle(hub: &Hub, req: &Value, listeners: Listeners) -> Result<Value, S
         }
         "env" => {
             let module = deployed_module(hub, req)?;
-            Ok(json!({ "ok": true, "env": module_env(hub, module, listeners) }))
+            Ok(json!({ "ok": true, "env": module_env_for(hub, module, listeners) }))
         }
         "token" => {
             let module = deployed_module(hub, req)?;
@@ -222,7 +222,12 @@ fn connection_string(hub: &Hub, module: &str) -> Result<String, String> {
 
 /// The variables edgeAgent would give the module. Non-default ports travel in edgemodule's own
 /// variables, which the official SDKs ignore (they always use 8883, 443 and 5671).
-pub fn module_env(hub: &Hub, module: &str, listeners: Listeners) -> BTreeMap<String, String> {
+pub fn module_env(hub: &Hub, module: &str, mqtt: SocketAddr, https: SocketAddr) -> BTreeMap<String, String> {
+    module_env_for(hub, module, Listeners { mqtt, https, amqp: None })
+}
+
+/// `module_env` with every listener, the AMQP port included.
+pub fn module_env_for(hub: &Hub, module: &str, listeners: Listeners) -> BTreeMap<String, String> {
     let Listeners { mqtt, https, amqp } = listeners;
     let id = &hub.identity;
     let mut env = BTreeMap::new();
