@@ -165,8 +165,23 @@ export interface ClientOptions {
   connectTimeoutMs?: number
   /** The hub's MQTT port (default 8883, or EDGEMODULE_MQTT_PORT from the environment). */
   mqttPort?: number
-  /** The hub's HTTPS port for `invokeMethod` (default 443, or EDGEMODULE_HTTPS_PORT). */
+  /**
+   * The hub's HTTPS port, for `invokeMethod` and the WebSocket transport (default 443, or
+   * EDGEMODULE_HTTPS_PORT).
+   */
   httpsPort?: number
+  /**
+   * The transport, by the core's name (case-insensitive): `'mqtt'` (MQTT over TLS, the
+   * default) or `'mqtt_ws'` (MQTT over WebSocket over TLS on the HTTPS port, for networks that
+   * only let 443 out). More may come, hence `string`; an unknown name rejects with
+   * INVALID_ARGUMENT listing the accepted ones.
+   */
+  transport?: string
+  /**
+   * An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`
+   * (malformed, or set with `'mqtt'`: CONFIGURATION).
+   */
+  proxy?: string
   /** Sends awaiting acknowledgement at once (default 256). */
   maxInFlight?: number
   /** Operations that may wait while disconnected before failing with QUEUE_FULL (default 10000). */

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use edgemodule_core::{ClientOptions as CoreOptions, Error as CoreError, ErrorKind, RetryPolicy};
+use edgemodule_core::{ClientOptions as CoreOptions, Error as CoreError, ErrorKind, RetryPolicy, Transport};
 use napi_derive::napi;
 use serde_json::Value;
 
@@ -28,8 +28,17 @@ pub struct ClientOptions {
     pub connect_timeout_ms: Option<f64>,
     /// The hub's MQTT port (default 8883, or EDGEMODULE_MQTT_PORT from the environment).
     pub mqtt_port: Option<f64>,
-    /// The hub's HTTPS port for `invokeMethod` (default 443, or EDGEMODULE_HTTPS_PORT).
+    /// The hub's HTTPS port, for `invokeMethod` and the WebSocket transport (default 443, or
+    /// EDGEMODULE_HTTPS_PORT).
     pub https_port: Option<f64>,
+    /// The transport, by the core's name (case-insensitive): `'mqtt'` (MQTT over TLS, the
+    /// default) or `'mqtt_ws'` (MQTT over WebSocket over TLS on the HTTPS port, for networks that
+    /// only let 443 out). More may come, hence `string`; an unknown name rejects with
+    /// INVALID_ARGUMENT listing the accepted ones.
+    pub transport: Option<String>,
+    /// An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`
+    /// (malformed, or set with `'mqtt'`: CONFIGURATION).
+    pub proxy: Option<String>,
     /// Sends awaiting acknowledgement at once (default 256).
     pub max_in_flight: Option<f64>,
     /// Operations that may wait while disconnected before failing with QUEUE_FULL (default 10000).
@@ -98,6 +107,10 @@ impl ClientOptions {
         if let Some(v) = self.https_port {
             o.https_port = Some(integer("httpsPort", v, 65535.0)? as u16);
         }
+        if let Some(v) = &self.transport {
+            o.transport = v.parse::<Transport>()?;
+        }
+        o.proxy = self.proxy.clone();
         if let Some(v) = self.max_in_flight {
             o.max_in_flight = integer("maxInFlight", v, u32::MAX as f64)? as usize;
         }

@@ -30,6 +30,8 @@ export async function usage(cs: string, ca: string): Promise<void> {
     connectTimeoutMs: 5_000,
     mqttPort: 8883,
     httpsPort: 443,
+    transport: 'mqtt_ws',
+    proxy: 'http://proxy.local:3128',
     productInfo: 'example/1.0',
     retry: { enabled: true, initialDelayMs: 100, maxDelayMs: 10_000, giveUpAfterMs: 60_000 },
   }
