@@ -373,7 +373,7 @@ impl ModuleClient {
         let (state_tx, state) = watch::channel(ConnectionState::disconnected(DisconnectReason::Ok));
         let counters = Arc::new(Counters::default());
         let invoker = crate::invoke::Invoker::new(&identity, &options, tls.clone());
-        let driver = Driver::new(DriverParts {
+        let parts = DriverParts {
             identity: identity.clone(),
             options: options.clone(),
             tls,
@@ -382,9 +382,12 @@ impl ModuleClient {
             handlers: handlers.clone(),
             state: state_tx,
             counters: counters.clone(),
-        });
+        };
         let (first_tx, first_rx) = oneshot::channel();
-        tokio::spawn(driver.run(first_tx));
+        match options.transport {
+            crate::options::Transport::Amqp => tokio::spawn(crate::amqp::driver::run(parts, first_tx)),
+            _ => tokio::spawn(Driver::new(parts).run(first_tx)),
+        };
         first_rx.await.map_err(|_| Error::new(ErrorKind::Internal, "the connection task ended unexpectedly"))??;
         Ok(ModuleClient {
             shared: Arc::new(Shared {

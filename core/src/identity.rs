@@ -27,6 +27,8 @@ pub struct ModuleIdentity {
     /// Ports announced by the environment (edgemodule-hub on non-default ports).
     pub mqtt_port: Option<u16>,
     pub https_port: Option<u16>,
+    /// `EDGEMODULE_AMQP_PORT`: the hub's AMQPS port when it is not 5671.
+    pub amqp_port: Option<u16>,
     /// Whether module-to-module method calls are possible (only from the edge environment).
     pub can_invoke_methods: bool,
 }
@@ -51,6 +53,7 @@ impl ModuleIdentity {
             trust_pem: trust_pem.unwrap_or_default(),
             mqtt_port: None,
             https_port: None,
+            amqp_port: None,
             can_invoke_methods: cs.gateway_host_name.is_some(),
         })
     }
@@ -115,6 +118,7 @@ impl ModuleIdentity {
             trust_pem,
             mqtt_port: None,
             https_port: None,
+            amqp_port: None,
             can_invoke_methods: true,
         };
         id.apply_port_overrides(get)?;
@@ -134,6 +138,7 @@ impl ModuleIdentity {
         };
         self.mqtt_port = port("EDGEMODULE_MQTT_PORT")?;
         self.https_port = port("EDGEMODULE_HTTPS_PORT")?;
+        self.amqp_port = port("EDGEMODULE_AMQP_PORT")?;
         Ok(())
     }
 }

@@ -17,17 +17,22 @@ pub enum Transport {
     /// MQTT 3.1.1 over WebSocket over TLS on the HTTPS port (443; `https_port` overrides it), at
     /// `/$iothub/websocket`, for networks that block 8883; may go through `proxy`.
     MqttWebSocket,
+    /// AMQP 1.0 over TLS on port 5671 (`amqp_port` overrides it), authenticated by CBS
+    /// put-token; input messages are settled by disposition. No user topics (an MQTT broker
+    /// feature).
+    Amqp,
 }
 
 impl Transport {
     /// Every transport, in the order of their names.
-    pub const ALL: &'static [Transport] = &[Transport::Mqtt, Transport::MqttWebSocket];
+    pub const ALL: &'static [Transport] = &[Transport::Mqtt, Transport::MqttWebSocket, Transport::Amqp];
 
-    /// The stable name bindings accept and print: `mqtt`, `mqtt_ws`.
+    /// The stable name bindings accept and print: `mqtt`, `mqtt_ws`, `amqp`.
     pub fn name(self) -> &'static str {
         match self {
             Transport::Mqtt => "mqtt",
             Transport::MqttWebSocket => "mqtt_ws",
+            Transport::Amqp => "amqp",
         }
     }
 
@@ -47,11 +52,12 @@ impl std::str::FromStr for Transport {
     type Err = Error;
 
     /// Parses a transport name, case-insensitively: `mqtt`, `mqtt_ws` (also `mqtt-ws`,
-    /// `mqttws`, `mqtt_websocket`). Anything else is INVALID_ARGUMENT listing the names.
+    /// `mqttws`, `mqtt_websocket`), `amqp` (also `amqps`). Anything else is INVALID_ARGUMENT listing the names.
     fn from_str(s: &str) -> Result<Transport> {
         match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "mqtt" => Ok(Transport::Mqtt),
             "mqtt_ws" | "mqttws" | "mqtt_websocket" => Ok(Transport::MqttWebSocket),
+            "amqp" | "amqps" => Ok(Transport::Amqp),
             _ => Err(Error::invalid(format!(
                 "unknown transport '{s}' (expected one of: {})",
                 Transport::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
@@ -87,6 +93,8 @@ pub struct ClientOptions {
     /// Overrides the HTTPS port used for module-to-module method calls and the WebSocket
     /// transport (default 443).
     pub https_port: Option<u16>,
+    /// Overrides the AMQPS port of the AMQP transport (default 5671).
+    pub amqp_port: Option<u16>,
     /// An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`.
     pub proxy: Option<String>,
 }
@@ -108,6 +116,7 @@ impl Default for ClientOptions {
             extra_ca_pem: None,
             mqtt_port: None,
             https_port: None,
+            amqp_port: None,
             proxy: None,
         }
     }
@@ -163,6 +172,10 @@ impl ClientOptions {
         self.https_port = Some(port);
         self
     }
+    pub fn with_amqp_port(mut self, port: u16) -> Self {
+        self.amqp_port = Some(port);
+        self
+    }
     pub fn with_transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
@@ -194,7 +207,7 @@ impl ClientOptions {
         if self.queue_bound == 0 {
             return bad("queue_bound must be at least 1");
         }
-        if self.mqtt_port == Some(0) || self.https_port == Some(0) {
+        if self.mqtt_port == Some(0) || self.https_port == Some(0) || self.amqp_port == Some(0) {
             return bad("ports must be non-zero");
         }
         if self.product_info.chars().any(char::is_control) {
@@ -231,7 +244,8 @@ mod tests {
         assert_eq!("MQTT-WS".parse::<Transport>().unwrap(), Transport::MqttWebSocket);
         let e = "amqp_ws".parse::<Transport>().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert!(e.message().contains("mqtt, mqtt_ws"), "{e}");
+        assert!(e.message().contains("mqtt, mqtt_ws, amqp"), "{e}");
+        assert_eq!("AMQP".parse::<Transport>().unwrap(), Transport::Amqp);
     }
 
     #[test]

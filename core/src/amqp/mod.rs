@@ -4,5 +4,7 @@
 
 pub mod address;
 pub mod cbs;
+pub(crate) mod connect;
+pub(crate) mod driver;
 pub mod mapping;
 pub mod twin;

@@ -56,10 +56,11 @@ pub(crate) async fn connect(
             let ws = websocket::client(tls, host, port).await.map_err(|e| websocket_error(e, host, port))?;
             Ok(Stream::WebSocket(ws))
         }
+        Transport::Amqp => Err(Error::new(ErrorKind::Internal, "AMQP is served by its own connection task")),
     }
 }
 
-async fn open_tcp(host: &str, port: u16) -> Result<TcpStream> {
+pub(crate) async fn open_tcp(host: &str, port: u16) -> Result<TcpStream> {
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| Error::with_source(ErrorKind::ConnectionRefused, format!("cannot reach {host}:{port}"), e))?;
@@ -67,7 +68,11 @@ async fn open_tcp(host: &str, port: u16) -> Result<TcpStream> {
     Ok(tcp)
 }
 
-async fn open_tls(tcp: TcpStream, host: &str, tls: &Arc<rustls::ClientConfig>) -> Result<TlsStream<TcpStream>> {
+pub(crate) async fn open_tls(
+    tcp: TcpStream,
+    host: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>> {
     let name = rustls_pki_types::ServerName::try_from(host.to_string())
         .map_err(|_| Error::config(format!("'{host}' is not a valid host name")))?;
     tokio_rustls::TlsConnector::from(tls.clone())

@@ -18,6 +18,7 @@ pub struct TestHub {
     pub deployment: PathBuf,
     pub mqtt_port: u16,
     pub https_port: u16,
+    pub amqp_port: u16,
 }
 
 /// Two modules, `sender` and `receiver`, and routes exercising outputs, conditions and inputs.
@@ -52,7 +53,7 @@ impl TestHub {
         StateDir::init(dir.path(), "localhost").unwrap();
         let file = dir.path().join("deployment.json");
         std::fs::write(&file, deployment.to_string()).unwrap();
-        let mut hub = TestHub { dir, running: None, deployment: file, mqtt_port: 0, https_port: 0 };
+        let mut hub = TestHub { dir, running: None, deployment: file, mqtt_port: 0, https_port: 0, amqp_port: 0 };
         hub.restart().await;
         hub
     }
@@ -62,9 +63,11 @@ impl TestHub {
         let mut config = HubConfig::new(self.dir.path(), &self.deployment);
         config.mqtt_port = self.mqtt_port;
         config.https_port = self.https_port;
+        config.amqp_port = Some(self.amqp_port);
         let running = start(config).await.unwrap();
         self.mqtt_port = running.mqtt_addr.port();
         self.https_port = running.https_addr.port();
+        self.amqp_port = running.amqp_addr.map_or(0, |a| a.port());
         self.running = Some(running);
     }
 
@@ -96,6 +99,7 @@ impl TestHub {
         ClientOptions::default()
             .with_mqtt_port(self.mqtt_port)
             .with_https_port(self.https_port)
+            .with_amqp_port(self.amqp_port)
             .with_default_timeout(Duration::from_secs(10))
             .with_connect_timeout(Duration::from_secs(5))
     }

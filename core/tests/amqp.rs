@@ -1,0 +1,227 @@
+//! The client over AMQP 1.0 (`Transport::Amqp`) against the real hub over TLS: outputs routed to
+//! another module's input and acknowledged by disposition, messages crossing transports, twin get
+//! and reported patches, desired patches, direct methods both ways, a CBS token renewal in place
+//! during traffic that loses nothing, and reconnecting through a hub restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bounded, TestHub};
+use edgemodule_core::{ClientOptions, ErrorKind, Message, MethodInvocation, ModuleClient, Qos, Transport};
+use serde_json::json;
+
+fn amqp(hub: &TestHub) -> ClientOptions {
+    hub.options().with_transport(Transport::Amqp)
+}
+
+async fn client(hub: &TestHub, module: &str, options: ClientOptions) -> ModuleClient {
+    ModuleClient::from_connection_string(&hub.connection_string(module), Some(&hub.ca_pem()), options).await.unwrap()
+}
+
+/// Waits (bounded) until the hub holds `n` unacknowledged deliveries for `module`.
+async fn pending_becomes(hub: &TestHub, module: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hub.hub().store.pending_count(module).unwrap() != n {
+        assert!(tokio::time::Instant::now() < deadline, "pending for {module} never became {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn outputs_are_routed_to_inputs_and_completed_by_disposition() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let sender = client(&hub, "sender", amqp(&hub)).await;
+        let receiver = client(&hub, "receiver", amqp(&hub)).await;
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        let mut msg = Message::new(&b"{\"t\":1}"[..]);
+        msg.set_property("k/2", "a&b=c");
+        msg.set_system(edgemodule_core::SystemProperty::MessageId, Some("m-1".into()));
+        sender.send_to_output("out1", msg).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), in1.recv()).await.unwrap().unwrap();
+        let m = got.message();
+        assert_eq!((m.body().as_ref(), got.input_name()), (&b"{\"t\":1}"[..], Some("in1")));
+        assert_eq!((m.property("k/2"), m.message_id()), (Some("a&b=c"), Some("m-1")));
+        assert_eq!(m.connection_module_id(), Some("sender"));
+        pending_becomes(&hub, "receiver", 1).await;
+        got.complete().unwrap();
+        pending_becomes(&hub, "receiver", 0).await;
+        assert_eq!(sender.metrics().acknowledged, 1);
+        let refused = sender.publish("user/topic", "x", Qos::AtLeastOnce, false).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Unsupported);
+        sender.close().await.unwrap();
+        receiver.close().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn messages_cross_between_mqtt_and_amqp_modules() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let sender = client(&hub, "sender", hub.options()).await;
+        let receiver = client(&hub, "receiver", amqp(&hub)).await;
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        let mut back = sender.input_receiver("back").unwrap();
+        sender.send_to_output("out1", Message::new("from mqtt")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), in1.recv()).await.unwrap().unwrap();
+        assert_eq!(got.message().body().as_ref(), b"from mqtt");
+        got.complete().unwrap();
+        receiver.send_to_output("reply", Message::new("from amqp")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), back.recv()).await.unwrap().unwrap();
+        assert_eq!(got.message().body().as_ref(), b"from amqp");
+        got.complete().unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn twin_reads_reports_and_receives_desired_patches() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let receiver = client(&hub, "receiver", amqp(&hub)).await;
+        let mut desired = receiver.desired_receiver().unwrap();
+        let twin = receiver.get_twin(None).await.unwrap();
+        assert_eq!(twin.desired["threshold"], 25);
+        receiver.update_reported(&json!({"mode": "amqp", "gone": null}), None).await.unwrap();
+        assert_eq!(hub.hub().twin_document("receiver").await.unwrap()["reported"]["mode"], "amqp");
+        let bad = receiver.update_reported(&json!([1]), None).await.unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+        let version = hub.hub().patch_desired("receiver", json!({"threshold": 30}).as_object().unwrap()).await.unwrap();
+        let patch = tokio::time::timeout(Duration::from_secs(10), desired.recv()).await.unwrap().unwrap();
+        assert_eq!((patch["threshold"].as_i64(), patch["$version"].as_i64()), (Some(30), Some(version)));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn direct_methods_both_ways() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let receiver = client(&hub, "receiver", amqp(&hub)).await;
+        let sender = client(&hub, "sender", amqp(&hub)).await;
+        let mut calls = receiver.method_receiver(Some("reset")).unwrap();
+        tokio::spawn(async move {
+            while let Some(call) = calls.recv().await {
+                let echo = call.payload_json().unwrap();
+                call.respond(201, Some(&json!({"echo": echo}))).await.unwrap();
+            }
+        });
+        let from_hub = hub
+            .hub()
+            .invoke_method(
+                "receiver",
+                "reset",
+                b"{\"hard\":true}".to_vec(),
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!((from_hub.status, from_hub.payload.as_deref()), (201, Some(r#"{"echo":{"hard":true}}"#)));
+        let request = MethodInvocation {
+            method_name: "reset".into(),
+            payload: json!({"n": 1}),
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let from_module =
+            sender.invoke_method(&hub.hub().identity.device_id, Some("receiver"), &request).await.unwrap();
+        assert_eq!((from_module.status, from_module.payload), (201, json!({"echo": {"n": 1}})));
+        let unknown = hub
+            .hub()
+            .invoke_method("receiver", "other", b"1".to_vec(), Duration::from_secs(5), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(unknown.status, 501);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn token_renewal_in_place_during_traffic_loses_nothing() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let opts = amqp(&hub).with_sas_ttl(Duration::from_secs(6), Duration::from_secs(4));
+        let sender = client(&hub, "sender", opts).await;
+        let receiver = client(&hub, "receiver", amqp(&hub)).await;
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        let started = std::time::Instant::now();
+        let mut sent = 0u32;
+        while started.elapsed() < Duration::from_secs(7) {
+            sender.send_to_output("out1", Message::new(sent.to_string())).await.unwrap();
+            sender.get_twin(None).await.unwrap();
+            sent += 1;
+        }
+        for n in 0..sent {
+            let got = tokio::time::timeout(Duration::from_secs(10), in1.recv()).await.unwrap().unwrap();
+            assert_eq!(got.message().body().as_ref(), n.to_string().as_bytes(), "messages in order, none lost");
+            got.complete().unwrap();
+        }
+        let m = sender.metrics();
+        assert!(m.token_renewals >= 2, "{m:?}");
+        assert_eq!((m.reconnects, m.acknowledged), (0, sent as u64), "renewed in place, every send acknowledged");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reconnects_through_a_hub_restart_and_delivers_what_waited() {
+    bounded(async {
+        let mut hub = TestHub::start().await;
+        let sender = client(&hub, "sender", amqp(&hub)).await;
+        let receiver = client(&hub, "receiver", amqp(&hub)).await;
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        let mut desired = receiver.desired_receiver().unwrap();
+        receiver.get_twin(None).await.unwrap();
+        hub.stop().await;
+        let mut state = sender.connection_state();
+        while state.borrow().is_connected() {
+            state.changed().await.unwrap();
+        }
+        let waiting = tokio::spawn({
+            let sender = sender.clone();
+            async move { sender.send_to_output("out1", Message::new("through the cut")).await }
+        });
+        hub.restart().await;
+        hub.hub().patch_desired("receiver", json!({"threshold": 40}).as_object().unwrap()).await.unwrap();
+        waiting.await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), in1.recv()).await.unwrap().unwrap();
+        assert_eq!(got.message().body().as_ref(), b"through the cut");
+        got.complete().unwrap();
+        let patch = tokio::time::timeout(Duration::from_secs(20), desired.recv()).await.unwrap().unwrap();
+        assert_eq!(patch["threshold"], 40);
+        assert!(sender.metrics().reconnects >= 1 && receiver.metrics().reconnects >= 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_unauthorized() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let cs = hub.connection_string("sender");
+        let other = hub.connection_string("receiver");
+        let wrong_key = other.split("SharedAccessKey=").nth(1).unwrap().split(';').next().unwrap();
+        let right_key = cs.split("SharedAccessKey=").nth(1).unwrap().split(';').next().unwrap();
+        let cs = cs.replace(right_key, wrong_key);
+        let e = ModuleClient::from_connection_string(&cs, Some(&hub.ca_pem()), amqp(&hub)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_connection_stays_up_on_heartbeats() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let opts = amqp(&hub).with_keep_alive(Duration::from_secs(1));
+        let sender = client(&hub, "sender", opts).await;
+        // The scenario is idleness itself: three keep-alive periods without traffic.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sender.send_to_output("out1", Message::new("after idling")).await.unwrap();
+        assert_eq!(sender.metrics().reconnects, 0, "the hub's heartbeats kept the connection open");
+    })
+    .await
+}
