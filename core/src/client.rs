@@ -78,14 +78,30 @@ pub struct TopicMessage {
     pub retain: bool,
 }
 
-/// A message that arrived on an input. Complete it to acknowledge it to the hub; a message that
-/// is dropped or abandoned is not acknowledged and the hub delivers it again after a reconnect.
+/// A message that arrived on an input. Settle it once: `complete` acknowledges it, `abandon`
+/// gives it back for another delivery, `reject` refuses it so it is not delivered again. A
+/// message dropped unsettled counts as abandoned. What each does on the wire depends on the
+/// transport (see [`Settlement`]).
 #[derive(Debug)]
 pub struct InputMessage {
     message: Message,
     ack: Option<(u16, u64)>,
     driver: mpsc::UnboundedSender<Command>,
     settled: AtomicBool,
+}
+
+/// How an input message is settled, and what each transport makes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Processed: MQTT PUBACK, AMQP `accepted`. The hub deletes it.
+    Complete,
+    /// Not processed, try again: AMQP `released` (the hub delivers it again now). MQTT has no
+    /// negative acknowledgement, so nothing is sent and the hub delivers it again after the
+    /// next reconnect.
+    Abandon,
+    /// Will never be processed: AMQP `rejected` (the hub drops it). MQTT cannot say so; the
+    /// message is acknowledged (PUBACK) so that it is not delivered again either.
+    Reject,
 }
 
 impl InputMessage {
@@ -103,21 +119,28 @@ impl InputMessage {
         self.message.input_name()
     }
 
-    /// Acknowledges the message (MQTT PUBACK). Completing twice is an INVALID_STATE error.
+    /// Acknowledges the message. Settling twice is an INVALID_STATE error.
     pub fn complete(&self) -> Result<()> {
-        if self.settled.swap(true, Ordering::AcqRel) {
-            return Err(Error::new(ErrorKind::InvalidState, "message was already completed or abandoned"));
-        }
-        if let Some((pkid, epoch)) = self.ack {
-            self.driver.send(Command::Ack { pkid, epoch }).map_err(|_| closed())?;
-        }
-        Ok(())
+        self.settle(Settlement::Complete)
     }
 
-    /// Gives the message back unacknowledged; the hub redelivers it after the next reconnect.
+    /// Gives the message back for another delivery (see [`Settlement::Abandon`]).
     pub fn abandon(&self) -> Result<()> {
+        self.settle(Settlement::Abandon)
+    }
+
+    /// Refuses the message for good (see [`Settlement::Reject`]).
+    pub fn reject(&self) -> Result<()> {
+        self.settle(Settlement::Reject)
+    }
+
+    /// Settles the message as `how`; only the first settlement counts.
+    pub fn settle(&self, how: Settlement) -> Result<()> {
         if self.settled.swap(true, Ordering::AcqRel) {
-            return Err(Error::new(ErrorKind::InvalidState, "message was already completed or abandoned"));
+            return Err(Error::new(ErrorKind::InvalidState, "message was already completed, abandoned or rejected"));
+        }
+        if let Some((pkid, epoch)) = self.ack {
+            self.driver.send(Command::Settle { pkid, epoch, how }).map_err(|_| closed())?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::client::{Counters, Handlers, InputMessage, MethodRequest, Qos, TopicMessage};
+use crate::client::{Counters, Handlers, InputMessage, MethodRequest, Qos, Settlement, TopicMessage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::ModuleIdentity;
 use crate::message::Message;
@@ -57,9 +57,12 @@ pub(crate) enum Command {
         payload: Bytes,
         done: oneshot::Sender<Result<()>>,
     },
-    Ack {
+    /// Settles an input message of connection `epoch` (ignored after a reconnect: the hub
+    /// delivers the message again anyway).
+    Settle {
         pkid: u16,
         epoch: u64,
+        how: Settlement,
     },
     SubscribeInputs,
     /// A user-topic subscription; resolves on SUBACK (an error if the hub refused it).
@@ -541,8 +544,10 @@ impl Driver {
     fn accept(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
         match cmd {
             Command::Close { done } => return Some(done),
-            Command::Ack { pkid, epoch } => {
-                if epoch == self.epoch {
+            Command::Settle { pkid, epoch, how } => {
+                // MQTT has no negative acknowledgement: abandon sends nothing (redelivery after
+                // a reconnect), reject acknowledges so the message is not delivered again.
+                if epoch == self.epoch && how != Settlement::Abandon {
                     self.write(Packet::PubAck(PubAck::new(pkid)));
                 }
             }
@@ -782,7 +787,7 @@ impl Driver {
                 _ = &mut until => return None,
                 cmd = self.commands.recv() => match cmd {
                     None => return Some(oneshot::channel().0),
-                    Some(Command::Ack { .. }) => {} // acks belong to the lost connection
+                    Some(Command::Settle { .. }) => {} // settlements belong to the lost connection
                     Some(Command::SubscribeInputs) => self.inputs_wanted = true,
                     Some(Command::Subscribe { filter, qos, tx, done }) => {
                         self.unsent_subs.push(PendingSub { filter, qos, tx: Some(tx), done: Some(done) });

@@ -19,7 +19,7 @@ pub mod transport;
 pub mod validate;
 pub mod wire;
 
-pub use client::{InputMessage, MethodRequest, Metrics, ModuleClient, Qos, TopicMessage, Twin};
+pub use client::{InputMessage, MethodRequest, Metrics, ModuleClient, Qos, Settlement, TopicMessage, Twin};
 pub use error::{Error, ErrorKind, Result};
 pub use identity::ModuleIdentity;
 pub use invoke::{MethodInvocation, MethodResult};

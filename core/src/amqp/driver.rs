@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::connect::{self, Links};
 use super::mapping::{self, Amqp};
 use super::twin::{self, TwinInbound, TwinOperation};
-use crate::client::{InputMessage, MethodRequest};
+use crate::client::{InputMessage, MethodRequest, Settlement};
 use crate::driver::{Command, DriverParts, TwinOp};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -243,10 +243,15 @@ impl AmqpDriver {
     /// Takes a command while connected.
     async fn accept(&mut self, cmd: Command, links: &mut Links) -> Result<()> {
         match cmd {
-            Command::Ack { pkid, epoch } => {
+            Command::Settle { pkid, epoch, how } => {
                 if let Some(info) = self.inputs.remove(&pkid).filter(|_| epoch == self.epoch) {
                     if let Some(rx) = links.inputs.as_mut() {
-                        rx.accept(info).await.map_err(|e| link_lost("inputs", e))?;
+                        let settled = match how {
+                            Settlement::Complete => rx.accept(info).await,
+                            Settlement::Abandon => rx.release(info).await,
+                            Settlement::Reject => rx.reject(info, None).await,
+                        };
+                        settled.map_err(|e| link_lost("inputs", e))?;
                     }
                 }
             }
@@ -274,7 +279,7 @@ impl AmqpDriver {
                 return drop(done.send(Err(user_topics_unsupported())));
             }
             Command::SubscribeInputs => return self.inputs_wanted = true,
-            Command::Ack { .. } | Command::Close { .. } => return,
+            Command::Settle { .. } | Command::Close { .. } => return,
         };
         if self.queue.len() >= self.p.options.queue_bound {
             let err = Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
@@ -459,7 +464,7 @@ impl AmqpDriver {
                 Command::Twin { done, .. } => drop(done.send(Err(err()))),
                 Command::Subscribe { done, .. } | Command::Unsubscribe { done, .. } => drop(done.send(Err(err()))),
                 Command::Close { done } => drop(done.send(())),
-                Command::Ack { .. } | Command::SubscribeInputs => {}
+                Command::Settle { .. } | Command::SubscribeInputs => {}
             }
         }
     }

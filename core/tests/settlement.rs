@@ -1,0 +1,93 @@
+//! Settling input messages over each transport: complete, abandon and reject as the hub sees
+//! them. AMQP carries all three (accepted / released / rejected); MQTT only acknowledges, so an
+//! abandoned message comes back after a reconnect and a rejected one is acknowledged away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bounded, TestHub};
+use edgemodule_core::{ClientOptions, InputMessage, Message, ModuleClient, Transport};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+async fn client(hub: &TestHub, module: &str, transport: Transport) -> ModuleClient {
+    let options: ClientOptions = hub.options().with_transport(transport);
+    ModuleClient::from_connection_string(&hub.connection_string(module), Some(&hub.ca_pem()), options).await.unwrap()
+}
+
+async fn next(rx: &mut UnboundedReceiver<InputMessage>) -> InputMessage {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a message within 10 s").unwrap()
+}
+
+fn body(m: &InputMessage) -> String {
+    String::from_utf8(m.message().body().to_vec()).unwrap()
+}
+
+/// Waits (bounded) until the hub holds `n` undelivered or unacknowledged messages for `module`.
+async fn stored_becomes(hub: &TestHub, module: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hub.hub().store.pending_count(module).unwrap() != n {
+        assert!(tokio::time::Instant::now() < deadline, "stored messages for {module} never became {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a reconnect, the first message on in1 is `marker`: nothing settled away came back.
+async fn first_after_reconnect_is(hub: &TestHub, sender: &ModuleClient, transport: Transport, marker: &str) {
+    let again = client(hub, "receiver", transport).await;
+    let mut in1 = again.input_receiver("in1").unwrap();
+    sender.send_to_output("out1", Message::new(marker.to_string())).await.unwrap();
+    let m = next(&mut in1).await;
+    assert_eq!(body(&m), marker);
+    m.complete().unwrap();
+    again.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn over_amqp_abandon_redelivers_at_once_and_reject_drops() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let sender = client(&hub, "sender", Transport::Mqtt).await;
+        let receiver = client(&hub, "receiver", Transport::Amqp).await;
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        sender.send_to_output("out1", Message::new("a")).await.unwrap();
+        let first = next(&mut in1).await;
+        first.abandon().unwrap();
+        let again = next(&mut in1).await;
+        assert_eq!((body(&first), body(&again)), ("a".into(), "a".into()));
+        assert_eq!(receiver.metrics().reconnects, 0, "released, not redelivered by a reconnect");
+        again.reject().unwrap();
+        stored_becomes(&hub, "receiver", 0).await;
+        assert!(again.complete().is_err(), "a message settles once");
+        receiver.close().await.unwrap();
+        first_after_reconnect_is(&hub, &sender, Transport::Amqp, "after").await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn over_mqtt_reject_acknowledges_and_abandon_waits_for_a_reconnect() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        let sender = client(&hub, "sender", Transport::Mqtt).await;
+        let receiver = client(&hub, "receiver", Transport::Mqtt).await;
+        let mut in1 = receiver.input_receiver("in1").unwrap();
+        sender.send_to_output("out1", Message::new("rejected")).await.unwrap();
+        let m = next(&mut in1).await;
+        m.reject().unwrap();
+        stored_becomes(&hub, "receiver", 0).await;
+        sender.send_to_output("out1", Message::new("abandoned")).await.unwrap();
+        let m = next(&mut in1).await;
+        m.abandon().unwrap();
+        stored_becomes(&hub, "receiver", 1).await;
+        receiver.close().await.unwrap();
+        let again = client(&hub, "receiver", Transport::Mqtt).await;
+        let mut in1 = again.input_receiver("in1").unwrap();
+        let m = next(&mut in1).await;
+        assert_eq!(body(&m), "abandoned");
+        m.complete().unwrap();
+        again.close().await.unwrap();
+        first_after_reconnect_is(&hub, &sender, Transport::Mqtt, "after").await;
+    })
+    .await
+}
