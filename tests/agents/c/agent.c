@@ -219,15 +219,24 @@ static void on_topic(void *ud, const char *topic, size_t topic_len, const uint8_
     emit(&b);
 }
 
-static edge_options *options(void) {
+/* The connect verbs' options; a setter's failure (an unknown transport name) is the command's. */
+static edge_status options(edge_options **out) {
     edge_options *o = NULL;
-    edge_options_new(&o);
+    edge_status st = edge_options_new(&o);
+    if (st != EDGE_STATUS_OK) return st;
     if (arg("timeout_ms")) edge_options_set_default_timeout(o, (uint32_t)num("timeout_ms", 0));
     if (arg("connect_timeout_ms")) edge_options_set_connect_timeout(o, (uint32_t)num("connect_timeout_ms", 0));
     if (arg("sas_ttl")) edge_options_set_sas_ttl(o, (uint32_t)num("sas_ttl", 0), (uint32_t)num("sas_margin", 0));
     if (arg("mqtt_port")) edge_options_set_mqtt_port(o, (uint16_t)num("mqtt_port", 0));
     if (arg("https_port")) edge_options_set_https_port(o, (uint16_t)num("https_port", 0));
-    return o;
+    if (arg("transport")) st = edge_options_set_transport(o, arg("transport"));
+    if (st == EDGE_STATUS_OK && arg("proxy")) st = edge_options_set_proxy(o, arg("proxy"));
+    if (st != EDGE_STATUS_OK) {
+        edge_options_free(o);
+        return st;
+    }
+    *out = o;
+    return EDGE_STATUS_OK;
 }
 
 /* Runs one command; returns its status and appends result fields to `out`. */
@@ -235,7 +244,8 @@ static edge_status run(const char *verb, buf *out, const char **agent_err) {
     edge_status st;
     uint32_t timeout = (uint32_t)num("timeout_ms", 0);
     if (strcmp(verb, "connect_env") == 0 || strcmp(verb, "connect_cs") == 0) {
-        edge_options *o = options();
+        edge_options *o = NULL;
+        if ((st = options(&o)) != EDGE_STATUS_OK) return st;
         if (verb[8] == 'e') st = edge_client_new_from_environment(o, &client);
         else st = edge_client_new_from_connection_string(arg("cs"), arg("ca"), o, &client);
         edge_options_free(o);

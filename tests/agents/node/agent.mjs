@@ -60,6 +60,8 @@ function options (a) {
   if (a.sas_ttl) { o.sasTtl = Number(a.sas_ttl); o.sasRenewalMargin = Number(a.sas_margin) }
   if (a.mqtt_port) o.mqttPort = Number(a.mqtt_port)
   if (a.https_port) o.httpsPort = Number(a.https_port)
+  if (a.transport !== undefined) o.transport = a.transport
+  if (a.proxy !== undefined) o.proxy = a.proxy
   if (a.ca) o.ca = a.ca
   return o
 }

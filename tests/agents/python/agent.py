@@ -80,6 +80,9 @@ def options(a):
     for k in ("mqtt_port", "https_port"):
         if k in a:
             o[k] = int(a[k])
+    for k in ("transport", "proxy"):
+        if k in a:
+            o[k] = a[k]
     return o
 
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use edgemodule_core::{
     ClientOptions, Error, InputMessage, Message, MethodInvocation, MethodRequest, ModuleClient, Qos, SystemProperty,
+    Transport,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -90,7 +91,7 @@ fn message_fields(m: &Message) -> String {
     s
 }
 
-fn options(a: &HashMap<String, String>) -> ClientOptions {
+fn options(a: &HashMap<String, String>) -> Result<ClientOptions, Error> {
     let mut o = ClientOptions::default();
     let num = |k: &str| a.get(k).and_then(|v| v.parse::<u64>().ok());
     if let Some(ms) = num("timeout_ms") {
@@ -108,7 +109,13 @@ fn options(a: &HashMap<String, String>) -> ClientOptions {
     if let Some(p) = num("https_port") {
         o = o.with_https_port(p as u16);
     }
-    o
+    if let Some(t) = a.get("transport") {
+        o = o.with_transport(t.parse::<Transport>()?);
+    }
+    if let Some(url) = a.get("proxy") {
+        o = o.with_proxy(url);
+    }
+    Ok(o)
 }
 
 fn json_arg(a: &HashMap<String, String>, k: &str) -> Result<Value, Fail> {
@@ -152,12 +159,12 @@ async fn run(
     let c = || client.clone().ok_or_else(|| bad("not connected".into()));
     match verb {
         "connect_env" => {
-            *client = Some(ModuleClient::from_environment(options(a)).await?);
+            *client = Some(ModuleClient::from_environment(options(a)?).await?);
             Ok(String::new())
         }
         "connect_cs" => {
             let ca = a.get("ca").map(String::as_str);
-            *client = Some(ModuleClient::from_connection_string(need(a, "cs")?, ca, options(a)).await?);
+            *client = Some(ModuleClient::from_connection_string(need(a, "cs")?, ca, options(a)?).await?);
             Ok(String::new())
         }
         "ids" => {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use edgemodule_core::{
-    ClientOptions, InputMessage, Message, MethodRequest, ModuleClient, Qos, SystemProperty, TopicMessage,
+    ClientOptions, InputMessage, Message, MethodRequest, ModuleClient, Qos, SystemProperty, TopicMessage, Transport,
 };
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -22,6 +22,8 @@ pub struct Scenario {
     pub mqtt_broker: Option<Value>,
     pub timeout: Duration,
     pub steps: Vec<Value>,
+    /// Transports the scenario cannot apply to, with the reason (`skip_transports`).
+    pub skip_transports: Vec<(Transport, String)>,
 }
 
 impl Scenario {
@@ -33,13 +35,32 @@ impl Scenario {
             .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
         let steps = v["steps"].as_array().cloned().ok_or_else(|| format!("{}: no steps", path.display()))?;
+        let mut skip_transports = Vec::new();
+        if let Some(skips) = v.get("skip_transports") {
+            let skips = skips
+                .as_object()
+                .ok_or_else(|| format!("{}: skip_transports must map transport names to reasons", path.display()))?;
+            for (name, reason) in skips {
+                let transport = name.parse::<Transport>().map_err(|e| format!("{}: {e}", path.display()))?;
+                match reason.as_str() {
+                    Some(r) if !r.trim().is_empty() => skip_transports.push((transport, r.to_string())),
+                    _ => return Err(format!("{}: skip_transports.{name} needs a reason", path.display())),
+                }
+            }
+        }
         Ok(Scenario {
             requires,
             agent_desired: v.get("agent_desired").cloned().unwrap_or_else(|| serde_json::json!({ "threshold": 25 })),
             mqtt_broker: v.get("mqtt_broker").cloned(),
             timeout: Duration::from_secs(v["timeout_s"].as_u64().unwrap_or(120)),
             steps,
+            skip_transports,
         })
+    }
+
+    /// Why the scenario does not run over `transport`, if it declared so.
+    pub fn skip_reason(&self, transport: Transport) -> Option<&str> {
+        self.skip_transports.iter().find(|(t, _)| *t == transport).map(|(_, r)| r.as_str())
     }
 }
 
@@ -50,8 +71,13 @@ pub enum Outcome {
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The connect verbs: the driver adds `transport=<the trial's transport>` to them unless the step
+/// names a transport itself.
+const CONNECT_VERBS: &[&str] = &["connect_cs", "connect_env"];
+
 struct Run {
     hub: Hub,
+    transport: Transport,
     agent: Box<Agent>,
     vars: HashMap<String, String>,
     events: Vec<Event>,
@@ -67,9 +93,22 @@ struct Run {
     peer_seen: HashMap<String, Vec<String>>,
 }
 
-pub async fn run(scenario: &Scenario, program: &std::path::Path, args: &[String]) -> Result<Outcome, String> {
+pub async fn run(
+    scenario: &Scenario,
+    transport: Transport,
+    program: &std::path::Path,
+    args: &[String],
+) -> Result<Outcome, String> {
     let hub = Hub::start(&scenario.agent_desired, scenario.mqtt_broker.as_ref()).await?;
-    let env = hub.module_env(AGENT)?;
+    // Over any transport but MQTT over TLS, the agent is told an MQTT port nothing listens on
+    // (`${mqtt_port}`, EDGEMODULE_MQTT_PORT), so a binding that ignored the transport option
+    // could not connect and the trial fails instead of silently testing MQTT over TLS.
+    let agent_mqtt_port = match transport {
+        Transport::Mqtt => hub.mqtt_port,
+        _ => closed_port()?,
+    };
+    let mut env = hub.module_env(AGENT)?;
+    env.insert("EDGEMODULE_MQTT_PORT".into(), agent_mqtt_port.to_string());
     let agent = match Agent::start(program, args, &env).await? {
         Started::Skip(reason) => {
             hub_down(hub).await;
@@ -92,12 +131,14 @@ pub async fn run(scenario: &Scenario, program: &std::path::Path, args: &[String]
         hub.connection_string(AGENT, Some("d3JvbmctYnV0LXdlbGwtZm9ybWVkLWtleS0wMTIzNDU2Nzg=")),
     );
     vars.insert("ca".into(), hub.ca_pem());
-    vars.insert("mqtt_port".into(), hub.mqtt_port.to_string());
+    vars.insert("mqtt_port".into(), agent_mqtt_port.to_string());
     vars.insert("https_port".into(), hub.https_port.to_string());
+    vars.insert("transport".into(), transport.name().into());
     // A JSON string of 140 000 characters: over the 128 KB method payload limit.
     vars.insert("big_json".into(), format!("\"{}\"", "x".repeat(140_000)));
     let mut run = Run {
         hub,
+        transport,
         agent,
         vars,
         events: Vec::new(),
@@ -118,6 +159,12 @@ pub async fn run(scenario: &Scenario, program: &std::path::Path, args: &[String]
     let finished = run.finish().await;
     result?;
     finished.map(|_| Outcome::Passed)
+}
+
+/// A loopback port with no listener.
+fn closed_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 async fn hub_down(mut hub: Hub) {
@@ -247,6 +294,9 @@ impl Run {
                         };
                         args.push((k.clone(), text));
                     }
+                }
+                if CONNECT_VERBS.contains(&verb) && !args.iter().any(|(k, _)| k == "transport") {
+                    args.push(("transport".into(), self.transport.name().into()));
                 }
                 let seq = self.agent.send(verb, &args).await?;
                 if let Some(tag) = step["async"].as_str() {
