@@ -1,12 +1,14 @@
 //! `soak`: steady module → route → module traffic through a hub running in its own process,
 //! with every connection cut periodically by a proxy in between. Reports sent, acknowledged,
-//! delivered, lost and duplicate messages and the hub's RSS over time; exits non-zero when an
-//! acknowledged message was lost or the hub's RSS kept growing.
+//! delivered, lost and duplicate messages, and the RSS of the hub process and of the client
+//! process (this one: both core clients and the proxy; its own bookkeeping is a few bits per
+//! message) over time, as a table, an ASCII plot and optionally an SVG. Exits non-zero when an
+//! acknowledged message was lost or either RSS kept growing.
 //!
 //! `cargo run --release -p edgemodule-bench --bin soak -- [--duration 10m] [--rate 200]
-//! [--cut-every 15s] [--in-flight 64]` (durations: `90`, `90s`, `10m`, `1h`).
+//! [--cut-every 15s] [--in-flight 64] [--svg docs/soak-rss.svg]` (durations: `90`, `90s`,
+//! `10m`, `1h`).
 
-use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,15 +18,18 @@ use edgemodule_core::{ClientOptions, Message, ModuleClient, RetryPolicy};
 use edgemodule_hub::server::{start, HubConfig};
 use edgemodule_hub::state::StateDir;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::Semaphore;
+
+/// The fault proxy shared with the fault matrix and the core's tests.
+#[path = "../../tests/faults/src/proxy.rs"]
+mod proxy;
 
 struct Args {
     duration: Duration,
     rate: u64,
     cut_every: Duration,
     in_flight: usize,
+    svg: Option<std::path::PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -41,8 +46,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a =
-        Args { duration: Duration::from_secs(600), rate: 200, cut_every: Duration::from_secs(15), in_flight: 64 };
+    let mut a = Args {
+        duration: Duration::from_secs(600),
+        rate: 200,
+        cut_every: Duration::from_secs(15),
+        in_flight: 64,
+        svg: None,
+    };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -50,6 +60,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--rate" => a.rate = value()?.parse().map_err(|_| "bad --rate")?,
             "--cut-every" => a.cut_every = parse_duration(&value()?)?,
             "--in-flight" => a.in_flight = value()?.parse().map_err(|_| "bad --in-flight")?,
+            "--svg" => a.svg = Some(value()?.into()),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -106,53 +117,53 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// A loopback proxy whose connections can all be cut at once.
-async fn proxy(target: u16) -> (u16, broadcast::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (cut, _) = broadcast::channel::<()>(16);
-    let cut_tx = cut.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)).await else { continue };
-            let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
-            let mut cut = cut_tx.subscribe();
-            tokio::spawn(async move {
-                let (mut cr, mut cw) = client.into_split();
-                let (mut ur, mut uw) = upstream.into_split();
-                let up = async {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
-                        if uw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async {
-                    let mut buf = vec![0u8; 32 * 1024];
-                    while let Ok(n @ 1..) = ur.read(&mut buf).await {
-                        if cw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = async { tokio::join!(up, down) } => {}
-                    _ = cut.recv() => {}
-                }
-            });
+/// One bit per sequence number: the bookkeeping stays a few KiB, so this process's RSS is the
+/// clients' (and the proxy's), not the test's.
+#[derive(Default, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    /// Sets bit `i`; returns whether it was set already.
+    fn set(&mut self, i: u64) -> bool {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
         }
-    });
-    (port, cut)
+        let was = self.0[w] & (1 << b) != 0;
+        self.0[w] |= 1 << b;
+        was
+    }
+    fn count(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 #[derive(Default)]
 struct Tally {
     sent: u64,
-    acked: HashSet<u64>,
+    acked: Bits,
     failed: u64,
-    delivered: HashMap<u64, u32>,
+    delivered: Bits,
+    /// Every delivery, duplicates included.
+    deliveries: u64,
 }
+
+impl Tally {
+    fn all_acked_delivered(&self) -> bool {
+        self.acked.0.iter().enumerate().all(|(i, a)| a & !self.delivered.0.get(i).copied().unwrap_or(0) == 0)
+    }
+    fn lost(&self) -> u64 {
+        let d = |i: usize| self.delivered.0.get(i).copied().unwrap_or(0);
+        self.acked.0.iter().enumerate().map(|(i, a)| u64::from((a & !d(i)).count_ones())).sum()
+    }
+    fn delivered_unacked(&self) -> u64 {
+        let a = |i: usize| self.acked.0.get(i).copied().unwrap_or(0);
+        self.delivered.0.iter().enumerate().map(|(i, d)| u64::from((d & !a(i)).count_ones())).sum()
+    }
+}
+
+/// One RSS sample: seconds since the start, hub KiB, client KiB.
+type Sample = (f64, u64, u64);
 
 async fn soak(args: Args) -> bool {
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +192,8 @@ async fn soak(args: Args) -> bool {
     let hub = HubChild(child);
     let pid = hub.0.id();
 
-    let (proxy_port, cut) = proxy(hub_port).await;
+    let proxy = Arc::new(proxy::Proxy::start(hub_port).await);
+    let proxy_port = proxy.port;
     let ca = st.ca_pem().unwrap();
     let id = st.identity().clone();
     let options = ClientOptions::default()
@@ -210,34 +222,37 @@ async fn soak(args: Args) -> bool {
     tokio::spawn(async move {
         while let Some(m) = inputs.recv().await {
             if let Some(n) = std::str::from_utf8(m.message().body()).ok().and_then(|s| s.parse::<u64>().ok()) {
-                *rx_tally.lock().unwrap().delivered.entry(n).or_default() += 1;
+                let mut t = rx_tally.lock().unwrap();
+                t.delivered.set(n);
+                t.deliveries += 1;
             }
             let _ = m.complete();
         }
     });
 
     let started = Instant::now();
-    let samples = Arc::new(Mutex::new(Vec::<(f64, u64)>::new()));
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let sampler = {
         let samples = samples.clone();
+        let me = std::process::id();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if let Some(kib) = rss_kib(pid) {
-                    samples.lock().unwrap().push((started.elapsed().as_secs_f64(), kib));
+                if let (Some(hub), Some(client)) = (rss_kib(pid), rss_kib(me)) {
+                    samples.lock().unwrap().push((started.elapsed().as_secs_f64(), hub, client));
                 }
             }
         })
     };
     let cuts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let cutter = {
-        let (cut, cuts, every) = (cut.clone(), cuts.clone(), args.cut_every);
+        let (proxy, cuts, every) = (proxy.clone(), cuts.clone(), args.cut_every);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tick.tick().await;
-                let _ = cut.send(());
+                proxy.cut_all();
                 cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         })
@@ -252,14 +267,13 @@ async fn soak(args: Args) -> bool {
             loop {
                 tick.tick().await;
                 let t = tally.lock().unwrap();
-                let rss = samples.lock().unwrap().last().map(|s| s.1).unwrap_or(0);
+                let (hub, client) = samples.lock().unwrap().last().map(|s| (s.1, s.2)).unwrap_or((0, 0));
                 eprintln!(
-                    "soak: {:>5.0}s sent {} acked {} delivered {} hub RSS {} KiB",
+                    "soak: {:>5.0}s sent {} acked {} delivered {} RSS hub {hub} KiB client {client} KiB",
                     started.elapsed().as_secs_f64(),
                     t.sent,
-                    t.acked.len(),
-                    t.delivered.len(),
-                    rss
+                    t.acked.count(),
+                    t.delivered.count(),
                 );
             }
         })
@@ -281,7 +295,7 @@ async fn soak(args: Args) -> bool {
             let ok = s.send_to_output("o", Message::new(id.to_string())).await.is_ok();
             let mut t = t.lock().unwrap();
             if ok {
-                t.acked.insert(id);
+                t.acked.set(id);
             } else {
                 t.failed += 1;
             }
@@ -294,8 +308,7 @@ async fn soak(args: Args) -> bool {
     let drain = Instant::now();
     while drain.elapsed() < Duration::from_secs(60) {
         {
-            let t = tally.lock().unwrap();
-            if t.acked.iter().all(|id| t.delivered.contains_key(id)) {
+            if tally.lock().unwrap().all_acked_delivered() {
                 break;
             }
         }
@@ -306,18 +319,12 @@ async fn soak(args: Args) -> bool {
     reporter.abort();
 
     let t = tally.lock().unwrap();
-    let lost = t.acked.iter().filter(|id| !t.delivered.contains_key(id)).count();
-    let duplicates: u64 = t.delivered.values().map(|c| u64::from(c - 1)).sum();
-    let unacked_delivered = t.delivered.keys().filter(|id| !t.acked.contains(id)).count();
+    let lost = t.lost();
+    let duplicates = t.deliveries - t.delivered.count();
+    let unacked_delivered = t.delivered_unacked();
     let samples = samples.lock().unwrap().clone();
-    let third = (samples.len() / 3).max(1);
-    let avg = |s: &[(f64, u64)]| s.iter().map(|x| x.1).sum::<u64>() / s.len().max(1) as u64;
-    let (first, last) =
-        (avg(&samples[..third.min(samples.len())]), avg(&samples[samples.len().saturating_sub(third)..]));
-    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    // Bounded: the last third may not exceed the first by more than 30% plus 16 MiB of slack
-    // (allocator and store caches settle during the first minutes).
-    let rss_ok = last <= first + first * 3 / 10 + 16 * 1024;
+    let hub_rss = Growth::of(samples.iter().map(|s| s.1));
+    let client_rss = Growth::of(samples.iter().map(|s| s.2));
     println!(
         "## soak: {:.0} s, {} msg/s target, cut every {:?}",
         args.duration.as_secs_f64(),
@@ -334,21 +341,149 @@ async fn soak(args: Args) -> bool {
         receiver.metrics().reconnects
     );
     println!("| sent | {} |", t.sent);
-    println!("| acknowledged | {} |", t.acked.len());
+    println!("| acknowledged | {} |", t.acked.count());
     println!("| send errors (not acknowledged) | {} |", t.failed);
-    println!("| delivered (unique) | {} |", t.delivered.len());
+    println!("| delivered (unique) | {} |", t.delivered.count());
     println!("| delivered without an acknowledgement | {unacked_delivered} |");
     println!("| duplicates | {duplicates} |");
     println!("| lost (acknowledged, never delivered) | {lost} |");
-    println!("| hub RSS first third avg / last third avg / max (KiB) | {first} / {last} / {max} |");
+    println!("| hub RSS first third avg / last third avg / max (KiB) | {} |", hub_rss.row());
+    println!("| client RSS first third avg / last third avg / max (KiB) | {} |", client_rss.row());
     println!();
-    let series: Vec<String> =
-        samples.iter().step_by((samples.len() / 12).max(1)).map(|(t, k)| format!("{t:.0}s:{}M", k / 1024)).collect();
-    println!("hub RSS over time: {}", series.join(" "));
+    println!("RSS over time (MiB; h = hub process, c = client process):");
+    println!();
+    println!("```");
+    print!("{}", ascii_plot(&samples, 64, 12));
+    println!("```");
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "soak: {:.0} s, {} msg/s, a cut every {:?}",
+            args.duration.as_secs_f64(),
+            args.rate,
+            args.cut_every
+        );
+        match std::fs::write(path, svg_plot(&samples, &title)) {
+            Ok(()) => println!("\nplot written to {}", path.display()),
+            Err(e) => eprintln!("soak: writing {}: {e}", path.display()),
+        }
+    }
     // Cuts that never forced a reconnect would prove nothing.
     let cut_ok = cuts.load(std::sync::atomic::Ordering::Relaxed) == 0 || sender.metrics().reconnects > 0;
-    let ok = lost == 0 && rss_ok && cut_ok && !t.acked.is_empty();
+    let ok = lost == 0 && hub_rss.bounded() && client_rss.bounded() && cut_ok && t.acked.count() > 0;
     println!("result: {}", if ok { "PASS" } else { "FAIL" });
     drop(hub);
     ok
+}
+
+/// RSS level at the start and at the end of a run.
+struct Growth {
+    first: u64,
+    last: u64,
+    max: u64,
+}
+
+impl Growth {
+    /// Averages of the first and the last third of the samples.
+    fn of(samples: impl Iterator<Item = u64>) -> Growth {
+        let s: Vec<u64> = samples.collect();
+        let third = (s.len() / 3).max(1);
+        let avg = |x: &[u64]| x.iter().sum::<u64>() / x.len().max(1) as u64;
+        Growth {
+            first: avg(&s[..third.min(s.len())]),
+            last: avg(&s[s.len().saturating_sub(third)..]),
+            max: s.iter().copied().max().unwrap_or(0),
+        }
+    }
+
+    /// Levelled off: the last third may not exceed the first by more than 30 % plus 16 MiB of
+    /// slack (allocator and store caches settle during the first minutes).
+    fn bounded(&self) -> bool {
+        self.last <= self.first + self.first * 3 / 10 + 16 * 1024
+    }
+
+    fn row(&self) -> String {
+        format!("{} / {} / {}{}", self.first, self.last, self.max, if self.bounded() { "" } else { " (GREW)" })
+    }
+}
+
+/// Both RSS series on one character grid: `h` hub, `c` client, `*` both.
+fn ascii_plot(samples: &[Sample], width: usize, height: usize) -> String {
+    if samples.is_empty() {
+        return "(no samples)\n".into();
+    }
+    let mib = |k: u64| k as f64 / 1024.0;
+    let top = samples.iter().map(|s| mib(s.1.max(s.2))).fold(1.0, f64::max) * 1.1;
+    let t_end = samples.last().map_or(1.0, |s| s.0).max(1.0);
+    let mut grid = vec![vec![' '; width]; height];
+    for s in samples {
+        let x = ((s.0 / t_end) * (width - 1) as f64).round() as usize;
+        for (v, ch) in [(mib(s.1), 'h'), (mib(s.2), 'c')] {
+            let y = height - 1 - ((v / top) * (height - 1) as f64).round().min((height - 1) as f64) as usize;
+            let cell = &mut grid[y][x.min(width - 1)];
+            *cell = if *cell == ' ' || *cell == ch { ch } else { '*' };
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in grid.iter().enumerate() {
+        let label = top * (height - 1 - i) as f64 / (height - 1) as f64;
+        out.push_str(&format!("{label:6.1} |{}\n", row.iter().collect::<String>().trim_end()));
+    }
+    out.push_str(&format!("       +{}\n", "-".repeat(width)));
+    out.push_str(&format!("        0 s{:>w$}\n", format!("{t_end:.0} s"), w = width - 3));
+    out
+}
+
+/// The same two series as a small standalone SVG (no scripts, no external resources).
+fn svg_plot(samples: &[Sample], title: &str) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 320.0, 60.0, 20.0, 40.0, 40.0);
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let mib = |k: u64| k as f64 / 1024.0;
+    let y_max = samples.iter().map(|s| mib(s.1.max(s.2))).fold(1.0, f64::max) * 1.2;
+    let y_step =
+        [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0].into_iter().find(|s| y_max / s <= 8.0).unwrap_or(500.0);
+    let y_max = (y_max / y_step).ceil() * y_step;
+    let t_end = samples.last().map_or(1.0, |s| s.0).max(1.0);
+    let t_step =
+        [10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0].into_iter().find(|s| t_end / s <= 10.0).unwrap_or(3600.0);
+    let x = |t: f64| left + t / t_end * pw;
+    let y = |v: f64| top + ph - v / y_max * ph;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"20\" font-size=\"14\">{}</text>\n",
+        title.replace('&', "&amp;").replace('<', "&lt;")
+    );
+    let mut v = 0.0;
+    while v <= y_max + 1e-9 {
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0} MiB</text>\n",
+            left + pw,
+            left - 6.0,
+            y(v) + 4.0,
+            yy = y(v)
+        ));
+        v += y_step;
+    }
+    let mut t = 0.0;
+    while t <= t_end + 1e-9 {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{t:.0} s</text>\n",
+            x(t),
+            top + ph + 18.0
+        ));
+        t += t_step;
+    }
+    svg.push_str(&format!(
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n"
+    ));
+    for (pick, color, name, ly) in [(1usize, "#c0392b", "hub process", 0.0), (2, "#2471a3", "client process", 16.0)] {
+        let points: Vec<String> =
+            samples.iter().map(|s| format!("{:.1},{:.1}", x(s.0), y(mib(if pick == 1 { s.1 } else { s.2 })))).collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{name}</text>\n",
+            points.join(" "),
+            left + pw - 110.0,
+            top + 16.0 + ly
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }

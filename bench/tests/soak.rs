@@ -1,6 +1,6 @@
 //! The bounded CI version of the soak (RELIABILITY.md): 20 seconds of routed traffic with
-//! connection cuts every 4 seconds; no acknowledged message may be lost and the hub's RSS must
-//! stay bounded.
+//! connection cuts every 4 seconds; no acknowledged message may be lost, and the RSS of the hub
+//! process and of the client process must both stay bounded.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,4 +29,12 @@ fn twenty_second_soak_loses_nothing() {
     println!("{report}");
     assert!(status.success(), "soak failed:\n{report}");
     assert!(report.contains("| lost (acknowledged, never delivered) | 0 |"), "{report}");
+    for who in ["hub", "client"] {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {who} RSS first third avg")))
+            .unwrap_or_else(|| panic!("no {who} RSS row:\n{report}"));
+        assert!(!row.contains("GREW"), "{who} RSS kept growing: {row}");
+    }
+    assert!(report.contains(" c") || report.contains('*'), "the RSS plot has no client series:\n{report}");
 }
