@@ -408,7 +408,9 @@ impl ModuleClient {
         };
         let (first_tx, first_rx) = oneshot::channel();
         match options.transport {
-            crate::options::Transport::Amqp => tokio::spawn(crate::amqp::driver::run(parts, first_tx)),
+            crate::options::Transport::Amqp | crate::options::Transport::AmqpWebSocket => {
+                tokio::spawn(crate::amqp::driver::run(parts, first_tx))
+            }
             _ => tokio::spawn(Driver::new(parts).run(first_tx)),
         };
         first_rx.await.map_err(|_| Error::new(ErrorKind::Internal, "the connection task ended unexpectedly"))??;

@@ -21,24 +21,29 @@ pub enum Transport {
     /// put-token; input messages are settled by disposition. No user topics (an MQTT broker
     /// feature).
     Amqp,
+    /// AMQP 1.0 over WebSocket over TLS on the HTTPS port (443; `https_port` overrides it), at
+    /// `/$iothub/websocket` with subprotocol `AMQPWSB10`; otherwise as `Amqp`. May go through `proxy`.
+    AmqpWebSocket,
 }
 
 impl Transport {
     /// Every transport, in the order of their names.
-    pub const ALL: &'static [Transport] = &[Transport::Mqtt, Transport::MqttWebSocket, Transport::Amqp];
+    pub const ALL: &'static [Transport] =
+        &[Transport::Mqtt, Transport::MqttWebSocket, Transport::Amqp, Transport::AmqpWebSocket];
 
-    /// The stable name bindings accept and print: `mqtt`, `mqtt_ws`, `amqp`.
+    /// The stable name bindings accept and print: `mqtt`, `mqtt_ws`, `amqp`, `amqp_ws`.
     pub fn name(self) -> &'static str {
         match self {
             Transport::Mqtt => "mqtt",
             Transport::MqttWebSocket => "mqtt_ws",
             Transport::Amqp => "amqp",
+            Transport::AmqpWebSocket => "amqp_ws",
         }
     }
 
     /// Whether the transport runs over WebSocket (and so may use an HTTP proxy).
     pub fn is_websocket(self) -> bool {
-        matches!(self, Transport::MqttWebSocket)
+        matches!(self, Transport::MqttWebSocket | Transport::AmqpWebSocket)
     }
 }
 
@@ -52,12 +57,14 @@ impl std::str::FromStr for Transport {
     type Err = Error;
 
     /// Parses a transport name, case-insensitively: `mqtt`, `mqtt_ws` (also `mqtt-ws`,
-    /// `mqttws`, `mqtt_websocket`), `amqp` (also `amqps`). Anything else is INVALID_ARGUMENT listing the names.
+    /// `mqttws`, `mqtt_websocket`), `amqp` (also `amqps`), `amqp_ws` (also `amqp-ws`, `amqpws`,
+    /// `amqp_websocket`). Anything else is INVALID_ARGUMENT listing the names.
     fn from_str(s: &str) -> Result<Transport> {
         match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
             "mqtt" => Ok(Transport::Mqtt),
             "mqtt_ws" | "mqttws" | "mqtt_websocket" => Ok(Transport::MqttWebSocket),
             "amqp" | "amqps" => Ok(Transport::Amqp),
+            "amqp_ws" | "amqpws" | "amqp_websocket" => Ok(Transport::AmqpWebSocket),
             _ => Err(Error::invalid(format!(
                 "unknown transport '{s}' (expected one of: {})",
                 Transport::ALL.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
@@ -217,7 +224,7 @@ impl ClientOptions {
             crate::transport::proxy::ProxyUrl::parse(url)?;
             if !self.transport.is_websocket() {
                 return Err(Error::config(format!(
-                    "proxy is only used by the WebSocket transport (transport is '{}'; use 'mqtt_ws')",
+                    "proxy is only used by the WebSocket transports (transport is '{}'; use 'mqtt_ws' or 'amqp_ws')",
                     self.transport
                 )));
             }
@@ -242,10 +249,12 @@ mod tests {
             assert_eq!(t.name().parse::<Transport>().unwrap(), *t);
         }
         assert_eq!("MQTT-WS".parse::<Transport>().unwrap(), Transport::MqttWebSocket);
-        let e = "amqp_ws".parse::<Transport>().unwrap_err();
+        let e = "http".parse::<Transport>().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        assert!(e.message().contains("mqtt, mqtt_ws, amqp"), "{e}");
+        assert!(e.message().contains("mqtt, mqtt_ws, amqp, amqp_ws"), "{e}");
         assert_eq!("AMQP".parse::<Transport>().unwrap(), Transport::Amqp);
+        assert_eq!("AMQP-WS".parse::<Transport>().unwrap(), Transport::AmqpWebSocket);
+        assert!(Transport::AmqpWebSocket.is_websocket() && !Transport::Amqp.is_websocket());
     }
 
     #[test]

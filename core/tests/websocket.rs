@@ -4,22 +4,15 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::connect_proxy::connect_proxy;
 use common::proxy::Proxy;
-use common::{bounded, TestHub};
+use common::{bounded, closed_port, TestHub};
 use edgemodule_core::{ClientOptions, ErrorKind, Message, MethodInvocation, ModuleClient, Transport};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const STEP: Duration = Duration::from_secs(10);
-
-/// A loopback port with no listener.
-async fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
-}
 
 async fn ws_options(hub: &TestHub) -> ClientOptions {
     hub.options().with_transport(Transport::MqttWebSocket).with_mqtt_port(closed_port().await)
@@ -169,51 +162,6 @@ async fn a_websocket_client_waits_through_a_hub_restart() {
         got.complete().unwrap();
     })
     .await
-}
-
-/// What a loopback HTTP CONNECT proxy saw: each request head.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// A tiny HTTP CONNECT proxy on loopback: answers every CONNECT with `status`, and with 200
-/// tunnels to 127.0.0.1 at the requested port; `hang` never answers.
-async fn connect_proxy(status: &'static str) -> (u16, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match tokio::time::timeout(STEP, client.read(&mut byte)).await {
-                        Ok(Ok(1)) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8(head).unwrap();
-                log.lock().unwrap().push(head.clone());
-                if status == "hang" {
-                    // Never answer; hold the connection until the client gives up.
-                    let _ = client.read(&mut byte).await;
-                    return;
-                }
-                if status != "200" {
-                    let _ =
-                        client.write_all(format!("HTTP/1.1 {status} No\r\ncontent-length: 0\r\n\r\n").as_bytes()).await;
-                    return;
-                }
-                let target = head.split_whitespace().nth(1).unwrap().to_string();
-                let port: u16 = target.rsplit_once(':').unwrap().1.parse().unwrap();
-                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else { return };
-                client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            });
-        }
-    });
-    (port, seen)
 }
 
 #[tokio::test]

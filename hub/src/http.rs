@@ -1,7 +1,7 @@
 //! HTTPS endpoint for module-to-module direct methods (protocol.md §4.3):
 //! `POST /twins/{d}/modules/{m}/methods`, authenticated by the caller's SAS token and
 //! `x-ms-edge-moduleId`, answered 200 / 400 / 401 / 404 / 504 with edgeHub's JSON bodies.
-//! The same port serves MQTT over WebSocket (`GET /$iothub/websocket`, `mqtt::websocket`).
+//! The same port serves MQTT and AMQP over WebSocket (`GET /$iothub/websocket`, `mqtt::websocket`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,16 +34,16 @@ pub async fn run(
             _ = stop.changed() => return,
         };
         let _ = tcp.set_nodelay(true);
-        let (hub, acceptor) = (hub.clone(), acceptor.clone());
+        let (hub, acceptor, stop) = (hub.clone(), acceptor.clone(), stop.clone());
         tokio::spawn(async move {
             let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
                 return tracing::debug!(%peer, "HTTPS handshake failed");
             };
             let service = hyper::service::service_fn(move |req| {
-                let hub = hub.clone();
+                let (hub, stop) = (hub.clone(), stop.clone());
                 async move {
                     if crate::mqtt::websocket::is_websocket_request(&req) {
-                        return Ok(crate::mqtt::websocket::upgrade(hub, req, peer.to_string()));
+                        return Ok(crate::mqtt::websocket::upgrade(hub, req, peer.to_string(), stop));
                     }
                     Ok::<_, std::convert::Infallible>(handle(&hub, req).await)
                 }

@@ -1,7 +1,9 @@
 //! The hub's AMQP 1.0 surface driven by a plain fe2o3-amqp client over real TLS: CBS put-token
 //! with the MQTT listener's SAS verification, SASL PLAIN, link identity checks, telemetry routed
 //! to another module's input with settlement (accept, release, reject), redelivery after a cut,
-//! twin requests and desired patches, and direct methods.
+//! twin requests and desired patches, and direct methods. The same checks run over AMQP over
+//! WebSocket (`AMQPWSB10` on the HTTPS port's `/$iothub/websocket`) against a hub with no AMQPS
+//! listener at all.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::time::Duration;
 use common::{client_tls, STEP};
 use edgemodule_core::amqp::{address, cbs, mapping, twin};
 use edgemodule_core::message::{Message, SystemProperty};
+use edgemodule_core::transport::websocket::{self, Subprotocol};
 use edgemodule_core::wire::sas;
 use edgemodule_hub::server::{start, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
@@ -20,15 +23,30 @@ use fe2o3_amqp::types::messaging::{Body, Outcome};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Connection, Delivery, Receiver, Sender, Session};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// What carries the AMQP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// TLS to the AMQPS listener.
+    Tls,
+    /// A WebSocket (`AMQPWSB10`) on the HTTPS port, the hub having no AMQPS listener.
+    WebSocket,
+}
 
 struct Fixture {
     dir: tempfile::TempDir,
     running: RunningHub,
+    wire: Wire,
 }
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_over(Wire::Tls).await
+    }
+
+    async fn start_over(wire: Wire) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         StateDir::init(dir.path(), "localhost").unwrap();
         let file = dir.path().join("deployment.json");
@@ -41,9 +59,10 @@ impl Fixture {
         std::fs::write(&file, deployment.to_string()).unwrap();
         let mut config = HubConfig::new(dir.path(), &file);
         (config.mqtt_port, config.https_port, config.workload, config.control) = (0, 0, false, false);
-        config.amqp_port = Some(0);
+        config.amqp_port = (wire == Wire::Tls).then_some(0);
         let running = start(config).await.unwrap();
-        Fixture { dir, running }
+        assert_eq!(running.amqp_addr.is_some(), wire == Wire::Tls);
+        Fixture { dir, running, wire }
     }
 
     fn device(&self) -> String {
@@ -63,19 +82,25 @@ impl Fixture {
         sas::module_resource_uri(&self.host(), &self.device(), module)
     }
 
-    /// TLS to the AMQP port, then the AMQP open (with SASL when `sasl` is given).
+    /// TLS to the AMQP port (or the WebSocket upgrade on the HTTPS port), then the AMQP open (with
+    /// SASL when `sasl` is given).
     async fn open(&self, sasl: Option<SaslProfile>) -> Result<ConnectionHandle<()>, String> {
         let ca = StateDir::open(self.dir.path()).unwrap().ca_pem().unwrap();
-        let tcp = TcpStream::connect(self.running.amqp_addr.unwrap()).await.unwrap();
+        let addr = match self.wire {
+            Wire::Tls => self.running.amqp_addr.unwrap(),
+            Wire::WebSocket => self.running.https_addr,
+        };
+        let tcp = TcpStream::connect(addr).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(client_tls(&ca));
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio::time::timeout(STEP, connector.connect(name, tcp)).await.unwrap().unwrap();
-        let builder = Connection::builder().container_id("test").hostname("localhost").scheme("amqp");
-        let open = match sasl {
-            Some(p) => builder.sasl_profile(p).open_with_stream(tls).await,
-            None => builder.open_with_stream(tls).await,
-        };
-        open.map_err(|e| e.to_string())
+        match self.wire {
+            Wire::Tls => open_on(tls, sasl).await,
+            Wire::WebSocket => {
+                let upgrade = websocket::client(tls, "localhost", addr.port(), Subprotocol::Amqp);
+                open_on(tokio::time::timeout(STEP, upgrade).await.unwrap().unwrap(), sasl).await
+            }
+        }
     }
 
     /// A connection authenticated for `module` by CBS put-token.
@@ -85,6 +110,19 @@ impl Fixture {
         assert_eq!(resp.status, 200, "{resp:?}");
         client
     }
+}
+
+/// The AMQP open on an established byte stream, bounded in time.
+async fn open_on<S>(stream: S, sasl: Option<SaslProfile>) -> Result<ConnectionHandle<()>, String>
+where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let builder = Connection::builder().container_id("test").hostname("localhost").scheme("amqp");
+    let open = match sasl {
+        Some(p) => tokio::time::timeout(STEP, builder.sasl_profile(p).open_with_stream(stream)).await,
+        None => tokio::time::timeout(STEP, builder.open_with_stream(stream)).await,
+    };
+    open.map_err(|_| "no AMQP open in time".to_string())?.map_err(|e| e.to_string())
 }
 
 struct Client {
@@ -147,9 +185,8 @@ async fn pending_becomes(fx: &Fixture, module: &str, n: u64) {
     }
 }
 
-#[tokio::test]
-async fn telemetry_routes_to_an_input_and_settlement_decides_what_stays() {
-    let fx = Fixture::start().await;
+async fn telemetry_routes_to_an_input_and_settlement_decides_what_stays(wire: Wire) {
+    let fx = Fixture::start_over(wire).await;
     let (d, mut a, mut b) = (fx.device(), fx.module("a").await, fx.module("b").await);
     let mut inputs = b.receiver("inputs", address::events(&d, "b")).await;
     let mut events = a.sender("events", address::events(&d, "a")).await;
@@ -206,9 +243,8 @@ async fn unsettled_inputs_are_delivered_again_on_the_next_connection() {
     fx.running.shutdown().await;
 }
 
-#[tokio::test]
-async fn put_token_is_verified_like_an_mqtt_password() {
-    let fx = Fixture::start().await;
+async fn put_token_is_verified_like_an_mqtt_password(wire: Wire) {
+    let fx = Fixture::start_over(wire).await;
     let mut client = Client::open(&fx, None).await;
     let wrong_key = client.put_token(&fx.audience("a"), &fx.token("a", "b")).await;
     assert_eq!(wrong_key.status, 401);
@@ -244,9 +280,8 @@ async fn links_of_another_module_are_refused() {
     fx.running.shutdown().await;
 }
 
-#[tokio::test]
-async fn sasl_plain_authenticates_without_cbs() {
-    let fx = Fixture::start().await;
+async fn sasl_plain_authenticates_without_cbs(wire: Wire) {
+    let fx = Fixture::start_over(wire).await;
     let username = format!("{}/modules/a@sas.{}", fx.device(), fx.host());
     let refused = fx.open(Some(SaslProfile::Plain { username: username.clone(), password: fx.token("a", "b") })).await;
     assert!(refused.is_err(), "a wrong PLAIN password was accepted");
@@ -263,9 +298,8 @@ async fn sasl_plain_authenticates_without_cbs() {
     fx.running.shutdown().await;
 }
 
-#[tokio::test]
-async fn twin_requests_and_desired_patches() {
-    let fx = Fixture::start().await;
+async fn twin_requests_and_desired_patches(wire: Wire) {
+    let fx = Fixture::start_over(wire).await;
     let mut a = fx.module("a").await;
     let addr = address::twin(&fx.device(), "a");
     let mut tx = a.sender("twin-sender", addr.clone()).await;
@@ -305,9 +339,8 @@ async fn twin_requests_and_desired_patches() {
     fx.running.shutdown().await;
 }
 
-#[tokio::test]
-async fn direct_methods_are_delivered_and_answered() {
-    let fx = Fixture::start().await;
+async fn direct_methods_are_delivered_and_answered(wire: Wire) {
+    let fx = Fixture::start_over(wire).await;
     let mut a = fx.module("a").await;
     let addr = address::methods(&fx.device(), "a");
     let mut responses = a.sender("methods-sender", addr.clone()).await;
@@ -324,4 +357,41 @@ async fn direct_methods_are_delivered_and_answered() {
     assert_eq!((outcome.status, outcome.payload.as_deref()), (201, Some(r#"{"ok":true}"#)));
     a.close().await;
     fx.running.shutdown().await;
+}
+
+/// Each check above, over TLS to 5671 and over AMQP over WebSocket.
+macro_rules! over_tls_and_websocket {
+    ($($name:ident),* $(,)?) => {
+        mod tls {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Wire::Tls).await
+            })*
+        }
+        mod over_websocket {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Wire::WebSocket).await
+            })*
+        }
+    };
+}
+
+over_tls_and_websocket!(
+    telemetry_routes_to_an_input_and_settlement_decides_what_stays,
+    put_token_is_verified_like_an_mqtt_password,
+    sasl_plain_authenticates_without_cbs,
+    twin_requests_and_desired_patches,
+    direct_methods_are_delivered_and_answered,
+);
+
+#[tokio::test]
+async fn websocket_connections_end_when_the_hub_stops() {
+    let fx = Fixture::start_over(Wire::WebSocket).await;
+    let mut a = fx.module("a").await;
+    let mut events = a.sender("events", address::events(&fx.device(), "a")).await;
+    events.send(output_message("before")).await.unwrap();
+    fx.running.shutdown().await;
+    let after = tokio::time::timeout(STEP, events.send(output_message("after"))).await.expect("a send hung");
+    assert!(after.is_err(), "the connection outlived the hub: {after:?}");
 }

@@ -1,6 +1,7 @@
 //! The hub's MQTT over WebSocket listener on its HTTPS port: upgrade requests are checked byte for
-//! byte (path, subprotocol, version, key), the method endpoint on the same port keeps working,
-//! and CONNECT over WebSocket is authenticated exactly like CONNECT over the MQTT/TLS listener.
+//! byte (path, subprotocol — `mqtt` or AMQP's `AMQPWSB10` —, version, key), the method endpoint on
+//! the same port keeps working, and CONNECT over WebSocket is authenticated exactly like CONNECT
+//! over the MQTT/TLS listener. AMQP over WebSocket itself is tested in amqp.rs.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::{client_tls, STEP};
-use edgemodule_core::transport::websocket;
+use edgemodule_core::transport::websocket::{self, Subprotocol};
 use edgemodule_core::wire::{framing, sas};
 use edgemodule_hub::server::{start, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
@@ -66,9 +67,14 @@ impl Fixture {
 
     /// MQTT over WebSocket: TLS to the HTTPS port, then the upgrade.
     async fn ws(&self) -> websocket::WsStream<TlsStream<TcpStream>> {
+        self.ws_for(Subprotocol::Mqtt).await
+    }
+
+    /// TLS to the HTTPS port, then the upgrade with `protocol`.
+    async fn ws_for(&self, protocol: Subprotocol) -> websocket::WsStream<TlsStream<TcpStream>> {
         let port = self.running.https_addr.port();
         let tls = self.tls(port).await;
-        tokio::time::timeout(STEP, websocket::client(tls, "localhost", port)).await.unwrap().unwrap()
+        tokio::time::timeout(STEP, websocket::client(tls, "localhost", port, protocol)).await.unwrap().unwrap()
     }
 
     /// Sends a raw HTTP request over TLS to the HTTPS port; returns the response head, lowercased.
@@ -115,7 +121,7 @@ fn status(head: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn upgrades_only_well_formed_mqtt_websocket_requests_on_the_iothub_path() {
+async fn upgrades_only_well_formed_mqtt_or_amqp_websocket_requests_on_the_iothub_path() {
     bounded(async {
         let f = Fixture::start().await;
         let p = "/$iothub/websocket";
@@ -138,26 +144,36 @@ async fn upgrades_only_well_formed_mqtt_websocket_requests_on_the_iothub_path() 
             ("no key", upgrade_request("GET", p, &[], &["Sec-WebSocket-Key"]), 400),
             ("no subprotocol", upgrade_request("GET", p, &[], &["Sec-WebSocket-Protocol"]), 400),
             (
-                "the AMQP subprotocol",
-                upgrade_request("GET", p, &[("Sec-WebSocket-Protocol", "AMQPWSB10")], &["Sec-WebSocket-Protocol"]),
+                "unknown subprotocols",
+                upgrade_request(
+                    "GET",
+                    p,
+                    &[("Sec-WebSocket-Protocol", "AMQPWSB11, mqttv5")],
+                    &["Sec-WebSocket-Protocol"],
+                ),
                 400,
             ),
         ];
         for (what, request, want) in &cases {
             assert_eq!(status(&f.http(request).await), *want, "{what}");
         }
-        // Accepted, with the RFC 6455 §1.3 sample key's accept value and the subprotocol echoed;
-        // also with the `$` percent-encoded and `mqtt` among other offered subprotocols.
-        for request in [
-            upgrade_request("GET", p, &[], &[]),
-            upgrade_request("GET", "/%24iothub/websocket?iothub-no-client-cert=true", &[], &[]),
-            upgrade_request("GET", p, &[("Sec-WebSocket-Protocol", "AMQPWSB10, MQTT")], &["Sec-WebSocket-Protocol"]),
+        // Accepted, with the RFC 6455 §1.3 sample key's accept value and the first offered
+        // subprotocol the hub speaks echoed; also with the `$` percent-encoded.
+        let offering = |protocols: &str| {
+            upgrade_request("GET", p, &[("Sec-WebSocket-Protocol", protocols)], &["Sec-WebSocket-Protocol"])
+        };
+        for (request, chosen) in [
+            (upgrade_request("GET", p, &[], &[]), "mqtt"),
+            (upgrade_request("GET", "/%24iothub/websocket?iothub-no-client-cert=true", &[], &[]), "mqtt"),
+            (offering("xmpp, MQTT"), "mqtt"),
+            (offering("AMQPWSB10"), "amqpwsb10"),
+            (offering("xmpp, AMQPWSB10, mqtt"), "amqpwsb10"),
         ] {
             let head = f.http(&request).await;
             assert_eq!(status(&head), 101, "{request}");
             // (heads are lowercased by `http`)
             assert!(head.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"), "{head}");
-            assert!(head.contains("\r\nsec-websocket-protocol: mqtt\r\n"), "{head}");
+            assert!(head.contains(&format!("\r\nsec-websocket-protocol: {chosen}\r\n")), "{head}");
             assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
         }
         // The method endpoint on the same port answers as before (401 without a token).
@@ -245,8 +261,17 @@ async fn connect_over_websocket_is_authenticated_like_connect_over_tls() {
         let mut ws = f.ws().await;
         write_packet(&mut ws, Packet::PingReq).await;
         assert!(read_packet(&mut ws, &mut BytesMut::new()).await.is_none());
-        // Positive control: the right token is accepted over both.
+        // The subprotocol picks the connection task: a valid CONNECT on a WebSocket upgraded for
+        // AMQP reaches the AMQP task, which closes it without a CONNACK.
         let ok = (f.token_signed_by("a", "a", now + 3600), format!("{d}/a"));
+        let mut amqp = f.ws_for(Subprotocol::Amqp).await;
+        let mut connect = Connect::new(ok.1.as_str());
+        connect.login = Some(Login::new(user("a"), ok.0.as_str()));
+        write_packet(&mut amqp, Packet::Connect(connect)).await;
+        let mut head = Vec::new();
+        tokio::time::timeout(STEP, amqp.read_to_end(&mut head)).await.expect("the hub kept an AMQP socket open").ok();
+        assert!(head.is_empty() || head.starts_with(b"AMQP"), "not an AMQP answer: {head:?}");
+        // Positive control: the right token is accepted over both.
         assert_eq!(connect_over(f.ws().await, &ok.1, &user("a"), &ok.0).await.0, ConnectReturnCode::Success);
         assert_eq!(
             connect_over(f.tls(f.running.mqtt_addr.port()).await, &ok.1, &user("a"), &ok.0).await.0,

@@ -1,4 +1,5 @@
-//! Opening one AMQP connection for a module (protocol.md §7): TLS to the gateway on 5671, SASL
+//! Opening one AMQP connection for a module (protocol.md §7): the byte stream from
+//! `crate::transport` (TLS to the gateway on 5671, or AMQP over WebSocket on the HTTPS port), SASL
 //! ANONYMOUS, CBS put-token, then the module's links: events (sender), twin and methods (a sender
 //! and a receiver each, with the channel-correlation and api-version attach properties) and,
 //! once wanted, inputs (receiver on the events address).
@@ -19,8 +20,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::identity::ModuleIdentity;
 use crate::options::ClientOptions;
 
-/// The default AMQPS port.
-pub const AMQP_PORT: u16 = 5671;
 const API_VERSION: &str = "2020-09-30";
 
 /// The CBS links, kept open for renewals in place.
@@ -52,8 +51,7 @@ pub(crate) async fn open(
 ) -> Result<Links> {
     let token = id.credentials.token(&id.hub_host_name, &id.device_id, &id.module_id, options.sas_ttl).await?;
     let host = id.gateway_host_name.as_str();
-    let port = options.amqp_port.or(id.amqp_port).unwrap_or(AMQP_PORT);
-    let stream = crate::transport::open_tls(crate::transport::open_tcp(host, port).await?, host, tls).await?;
+    let stream = crate::transport::connect(id, options, tls).await?;
     let mut connection = Connection::builder()
         .container_id(format!("{}/{}/{}", id.device_id, id.module_id, uuid::Uuid::new_v4()))
         .hostname(host)

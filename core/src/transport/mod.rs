@@ -1,6 +1,7 @@
-//! Transports: how the client's MQTT byte stream reaches the hub. MQTT over TLS on 8883 (the
-//! default), or MQTT over WebSocket over TLS on the HTTPS port (443) at `/$iothub/websocket`,
-//! optionally through an HTTP CONNECT proxy. Everything above `Stream` is transport-agnostic.
+//! Transports: how the client's MQTT or AMQP byte stream reaches the hub. MQTT over TLS on 8883
+//! (the default), AMQP over TLS on 5671, or either over WebSocket over TLS on the HTTPS port (443)
+//! at `/$iothub/websocket` (subprotocol `mqtt` / `AMQPWSB10`), optionally through an HTTP CONNECT
+//! proxy. Everything above `Stream` is transport-agnostic.
 
 pub mod proxy;
 pub mod websocket;
@@ -22,6 +23,8 @@ use crate::options::{ClientOptions, Transport};
 pub const MQTT_PORT: u16 = 8883;
 /// The default HTTPS port, which also carries the WebSocket transports.
 pub const HTTPS_PORT: u16 = 443;
+/// The default AMQPS port.
+pub const AMQP_PORT: u16 = 5671;
 
 /// One connection's byte stream, whatever carries it.
 // Both variants are large (TLS state); one exists per connection and is never copied around, so
@@ -33,31 +36,31 @@ pub(crate) enum Stream {
 }
 
 /// Opens the byte stream the options ask for (TCP_NODELAY, TLS with `tls`, and for WebSocket the
-/// upgrade, through the proxy if one is set). The caller bounds it in time.
+/// upgrade with the transport's subprotocol, through the proxy if one is set). The caller bounds
+/// it in time.
 pub(crate) async fn connect(
     id: &ModuleIdentity,
     options: &ClientOptions,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<Stream> {
     let host = id.gateway_host_name.as_str();
-    match options.transport {
-        Transport::Mqtt => {
-            let port = options.mqtt_port.or(id.mqtt_port).unwrap_or(MQTT_PORT);
-            let tcp = open_tcp(host, port).await?;
-            Ok(Stream::Tls(open_tls(tcp, host, tls).await?))
-        }
-        Transport::MqttWebSocket => {
-            let port = options.https_port.or(id.https_port).unwrap_or(HTTPS_PORT);
-            let tcp = match &options.proxy {
-                Some(url) => proxy::ProxyUrl::parse(url)?.tunnel(host, port).await?,
-                None => open_tcp(host, port).await?,
-            };
-            let tls = open_tls(tcp, host, tls).await?;
-            let ws = websocket::client(tls, host, port).await.map_err(|e| websocket_error(e, host, port))?;
-            Ok(Stream::WebSocket(ws))
-        }
-        Transport::Amqp => Err(Error::new(ErrorKind::Internal, "AMQP is served by its own connection task")),
-    }
+    let https_port = options.https_port.or(id.https_port).unwrap_or(HTTPS_PORT);
+    let (port, subprotocol) = match options.transport {
+        Transport::Mqtt => (options.mqtt_port.or(id.mqtt_port).unwrap_or(MQTT_PORT), None),
+        Transport::Amqp => (options.amqp_port.or(id.amqp_port).unwrap_or(AMQP_PORT), None),
+        Transport::MqttWebSocket => (https_port, Some(websocket::Subprotocol::Mqtt)),
+        Transport::AmqpWebSocket => (https_port, Some(websocket::Subprotocol::Amqp)),
+    };
+    let Some(subprotocol) = subprotocol else {
+        return Ok(Stream::Tls(open_tls(open_tcp(host, port).await?, host, tls).await?));
+    };
+    let tcp = match &options.proxy {
+        Some(url) => proxy::ProxyUrl::parse(url)?.tunnel(host, port).await?,
+        None => open_tcp(host, port).await?,
+    };
+    let tls = open_tls(tcp, host, tls).await?;
+    let ws = websocket::client(tls, host, port, subprotocol).await.map_err(|e| websocket_error(e, host, port))?;
+    Ok(Stream::WebSocket(ws))
 }
 
 pub(crate) async fn open_tcp(host: &str, port: u16) -> Result<TcpStream> {
@@ -90,6 +93,15 @@ fn websocket_error(e: tokio_tungstenite::tungstenite::Error, host: &str, port: u
         ),
         Ws::Io(e) => Error::with_source(ErrorKind::ConnectionLost, format!("WebSocket upgrade with {host}:{port}"), e),
         other => Error::with_source(ErrorKind::Protocol, format!("WebSocket upgrade with {host}:{port} failed"), other),
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stream::Tls(_) => f.write_str("Stream::Tls"),
+            Stream::WebSocket(ws) => write!(f, "Stream::WebSocket({ws:?})"),
+        }
     }
 }
 

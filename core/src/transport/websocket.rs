@@ -1,9 +1,10 @@
-//! MQTT over WebSocket (protocol.md §1.1): the MQTT byte stream travels in binary WebSocket
-//! messages on `GET /$iothub/websocket` with subprotocol `mqtt`, over TLS on the HTTPS port.
-//! `WsStream` turns a WebSocket back into an `AsyncRead + AsyncWrite` byte stream, so the MQTT
-//! code above it is the same for every transport. The client and the hub both use it.
+//! MQTT and AMQP over WebSocket (protocol.md §1.1, §7.1): the protocol's byte stream travels in
+//! binary WebSocket messages on `GET /$iothub/websocket` over TLS on the HTTPS port; the
+//! subprotocol (`mqtt` or `AMQPWSB10`) says which protocol it is. `WsStream` turns a WebSocket back
+//! into an `AsyncRead + AsyncWrite` byte stream, so the MQTT and AMQP code above it is the same
+//! for every transport. The client and the hub both use it.
 //!
-//! MQTT does not care where message boundaries fall: a write becomes one binary message (split
+//! Neither protocol cares where message boundaries fall: a write becomes one binary message (split
 //! above `MAX_WRITE`), and reads hand out message payloads as one continuous stream.
 
 use std::io;
@@ -21,12 +22,37 @@ use tokio_tungstenite::WebSocketStream;
 
 /// The resource path every official SDK uses (edgeHub itself picks the handler by subprotocol).
 pub const PATH: &str = "/$iothub/websocket";
-/// The `Sec-WebSocket-Protocol` for MQTT (AMQP would be `AMQPWSB10`).
-pub const SUBPROTOCOL: &str = "mqtt";
+
+/// What a WebSocket on [`PATH`] carries, named by its `Sec-WebSocket-Protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subprotocol {
+    /// MQTT 3.1.1: `mqtt`.
+    Mqtt,
+    /// AMQP 1.0: `AMQPWSB10` (what the official SDKs' AMQP-over-WebSocket transports send).
+    Amqp,
+}
+
+impl Subprotocol {
+    pub const ALL: [Subprotocol; 2] = [Subprotocol::Mqtt, Subprotocol::Amqp];
+
+    /// The `Sec-WebSocket-Protocol` token.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subprotocol::Mqtt => "mqtt",
+            Subprotocol::Amqp => "AMQPWSB10",
+        }
+    }
+
+    /// The subprotocol a token names, ignoring case.
+    pub fn parse(token: &str) -> Option<Subprotocol> {
+        Subprotocol::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(token.trim()))
+    }
+}
 /// The largest binary message written at once; a longer write is split.
 const MAX_WRITE: usize = 256 * 1024;
-/// The largest message or frame accepted from the peer (an MQTT packet is at most ~512 KB, and
-/// peers write one packet or a batch of them per message).
+/// The largest message or frame accepted from the peer (an MQTT packet is at most ~512 KB, an
+/// AMQP frame is at most the negotiated frame size; peers write one packet/frame or a batch of
+/// them per message).
 const MAX_READ: usize = 8 * 1024 * 1024;
 
 /// Bytes tungstenite reads from the stream at once. It zero-fills that much before every read
@@ -47,15 +73,15 @@ pub fn accept_key(client_key: &[u8]) -> String {
     tungstenite::handshake::derive_accept_key(client_key)
 }
 
-/// Opens MQTT over WebSocket on an established (TLS) stream: the client side of the upgrade to
-/// `wss://{host}:{port}/$iothub/websocket` with subprotocol `mqtt`. The caller bounds it in time.
-pub async fn client<S>(io: S, host: &str, port: u16) -> Result<WsStream<S>, tungstenite::Error>
+/// Opens a WebSocket carrying `protocol` on an established (TLS) stream: the client side of the
+/// upgrade to `wss://{host}:{port}/$iothub/websocket`. The caller bounds it in time.
+pub async fn client<S>(io: S, host: &str, port: u16, protocol: Subprotocol) -> Result<WsStream<S>, tungstenite::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let mut request = format!("wss://{authority}{PATH}").into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol.name()));
     let (ws, _response) = tokio_tungstenite::client_async_with_config(request, io, Some(config())).await?;
     Ok(WsStream::new(ws))
 }
@@ -75,6 +101,12 @@ pub struct WsStream<S> {
     pending: Bytes,
     eof: bool,
     ws_closed: bool,
+}
+
+impl<S> std::fmt::Debug for WsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsStream").field("pending", &self.pending.len()).field("eof", &self.eof).finish_non_exhaustive()
+    }
 }
 
 impl<S> WsStream<S> {
@@ -107,13 +139,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
             }
             match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
-                // Pings are answered by tungstenite itself; pongs and raw frames carry no MQTT bytes.
+                // Pings are answered by tungstenite itself; pongs and raw frames carry no protocol bytes.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => self.eof = true,
                 Some(Ok(Message::Text(_))) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "a text WebSocket message on an MQTT connection",
+                        "a text WebSocket message on a binary protocol's connection",
                     )))
                 }
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),

@@ -2,6 +2,7 @@
 //! and a deployment, for the core's integration tests.
 #![allow(dead_code)]
 
+pub mod connect_proxy;
 pub mod proxy;
 
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ impl TestHub {
             .await
             .unwrap()
     }
+}
+
+/// A loopback port with no listener (a transport that silently used it would fail to connect).
+pub async fn closed_port() -> u16 {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
 }
 
 /// Bounds every test so nothing can hang CI.

@@ -60,7 +60,8 @@ impl Conn {
     }
 }
 
-/// Serves one TLS stream until the connection ends.
+/// Serves one AMQP byte stream (TLS from the AMQPS listener, or a WebSocket on the HTTPS port)
+/// until the connection ends.
 pub async fn serve<S>(hub: Arc<Hub>, mut stream: S, peer: String, shutdown: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Unpin + Send + 'static,

@@ -1,18 +1,19 @@
-//! MQTT over WebSocket on the HTTPS port (protocol.md §1.1): `GET /$iothub/websocket` with
-//! `Sec-WebSocket-Protocol: mqtt` is upgraded, and the binary messages' byte stream goes to the
-//! same connection task as the MQTT/TLS listener's, so CONNECT authentication, routes, twins,
-//! methods, the store and the broker behave identically on both.
+//! MQTT and AMQP over WebSocket on the HTTPS port (protocol.md §1.1, §7.1): `GET /$iothub/websocket`
+//! with `Sec-WebSocket-Protocol: mqtt` or `AMQPWSB10` is upgraded, and the binary messages' byte
+//! stream goes to the same connection task as the MQTT/TLS (8883) or AMQPS (5671) listener's, so
+//! authentication, routes, twins, methods, the store and the broker behave identically on both.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edgemodule_core::transport::websocket::{self, PATH, SUBPROTOCOL};
+use edgemodule_core::transport::websocket::{self, Subprotocol, PATH};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 
 use crate::hub::Hub;
 
@@ -29,10 +30,16 @@ fn is_websocket_path(path: &str) -> bool {
     path == PATH || edgemodule_core::wire::encoding::decode(path).as_deref() == Some(PATH)
 }
 
-/// Answers a WebSocket request: 101 and an MQTT connection task on the upgraded stream, or the
-/// reason it is refused (404 on another path, 400/426 for a malformed upgrade, 400 without the
-/// `mqtt` subprotocol).
-pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: String) -> Response<Full<Bytes>> {
+/// Answers a WebSocket request: 101 and an MQTT or AMQP connection task on the upgraded stream
+/// (the first offered subprotocol the hub speaks), or the reason it is refused (404 on another
+/// path, 400/426 for a malformed upgrade, 400 without `mqtt` or `AMQPWSB10`). AMQP connections end
+/// when `shutdown` fires, as the AMQPS listener's do.
+pub fn upgrade(
+    hub: Arc<Hub>,
+    mut req: Request<Incoming>,
+    peer: String,
+    shutdown: watch::Receiver<bool>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if !is_websocket_path(path) {
         return refuse(StatusCode::NOT_FOUND, format!("no WebSocket endpoint at {path} (use {PATH})"));
@@ -54,9 +61,10 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: String) -> Respo
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|k| !k.is_empty()) else {
         return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing".into());
     };
-    // Echo the offered spelling of `mqtt` (clients compare it with what they sent).
-    let Some(subprotocol) = header_token(headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) else {
-        return refuse(StatusCode::BAD_REQUEST, format!("no supported WebSocket subprotocol (expected {SUBPROTOCOL})"));
+    // Echo the offered spelling (clients compare it with what they sent).
+    let Some((offered, protocol)) = offered_subprotocol(headers) else {
+        let names = Subprotocol::ALL.map(Subprotocol::name).join(" or ");
+        return refuse(StatusCode::BAD_REQUEST, format!("no supported WebSocket subprotocol (expected {names})"));
     };
     let accept = websocket::accept_key(key.as_bytes());
     let upgraded = hyper::upgrade::on(&mut req);
@@ -64,7 +72,11 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: String) -> Respo
         match tokio::time::timeout(UPGRADE_TIMEOUT, upgraded).await {
             Ok(Ok(io)) => {
                 let stream = websocket::server(TokioIo::new(io)).await;
-                super::connection::serve(hub, stream, format!("{peer} (WebSocket)")).await;
+                let peer = format!("{peer} (WebSocket)");
+                match protocol {
+                    Subprotocol::Mqtt => super::connection::serve(hub, stream, peer).await,
+                    Subprotocol::Amqp => crate::amqp::serve(hub, stream, peer, shutdown).await,
+                }
             }
             Ok(Err(e)) => tracing::debug!(peer, "WebSocket upgrade failed: {e}"),
             Err(_) => tracing::debug!(peer, "WebSocket upgrade timed out"),
@@ -75,7 +87,7 @@ pub fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>, peer: String) -> Respo
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "Upgrade")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .header(header::SEC_WEBSOCKET_PROTOCOL, subprotocol)
+        .header(header::SEC_WEBSOCKET_PROTOCOL, offered)
         .body(Full::new(Bytes::new()))
         .expect("static response parts are valid")
 }
@@ -91,17 +103,15 @@ fn refuse(status: StatusCode, message: String) -> Response<Full<Bytes>> {
 
 /// Whether a comma-separated header (any of its occurrences) lists `token`, case-insensitively.
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    header_token(headers, name, token).is_some()
+    header_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
 }
 
-/// The listed token equal to `token` ignoring case, as the client spelled it.
-fn header_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> Option<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find(|t| t.eq_ignore_ascii_case(token))
-        .map(str::to_string)
+/// The tokens of a comma-separated header (all its occurrences), in order.
+fn header_tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
+/// The first offered subprotocol the hub speaks, as the client spelled it.
+fn offered_subprotocol(headers: &HeaderMap) -> Option<(String, Subprotocol)> {
+    header_tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).find_map(|t| Some((t.to_string(), Subprotocol::parse(t)?)))
 }
