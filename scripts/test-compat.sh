@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The official Azure IoT SDKs (Python 2.14, Node 1.18 + MQTT 1.16 + AMQP 1.14) against edgemodule-hub,
-# unchanged. They can only reach ports 8883, 443 and 5671, so this runs alone, after the other suites.
+# unchanged, over MQTT, MQTT over WebSocket, AMQP and AMQP over WebSocket. They can only reach ports
+# 8883, 443 and 5671, so this runs alone, after the other suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${CARGO_PROFILE:-dev}"

@@ -42,7 +42,7 @@ enum Command {
         /// AMQPS port (0 = ephemeral).
         #[arg(long, default_value_t = 5671)]
         amqp_port: u16,
-        /// Serve no AMQP at all.
+        /// No AMQPS listener (AMQP over WebSocket on the HTTPS port stays, as MQTT over WebSocket does).
         #[arg(long)]
         no_amqp: bool,
     },

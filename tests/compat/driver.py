@@ -4,7 +4,8 @@ real edgemodule-hub on the default ports 8883/443/5671: from connection strings 
 environment (`edgemodule-hub run`), each over MQTT (8883), over MQTT over WebSocket (443,
 `/$iothub/websocket`: Python `websockets=True`, Node `MqttWs`) and with the Node module over
 AMQP 1.0 (5671, Node `Amqp`; the Python SDK has no AMQP, so its module stays on MQTT and messages
-cross transports). Checks routing with properties, twin get/reported/desired, a method invoked
+cross transports) and over AMQP over WebSocket (443, Node `AmqpWs`, beside Python over MQTT over
+WebSocket, with nothing on 8883 or 5671). Checks routing with properties, twin get/reported/desired, a method invoked
 from the CLI and module-to-module invoke_method.
 Prints 'N passed, M failed'.
 
@@ -210,6 +211,24 @@ def main():
                 check("amqp: nodemod connections came in over AMQP", len(over_amqp) >= 2, hub.log[-6:])
                 on_mqtt = [line for line in hub.log if "module connected" in line and "/nodemod" in line and "AMQP" not in line]
                 check("amqp: nodemod never connected over MQTT", not on_mqtt, on_mqtt)
+            finally:
+                stop_hub(hub)
+        # AMQP over WebSocket: the Node module with `AmqpWs`, Python over MQTT over WebSocket, and
+        # no MQTT or AMQPS listener on 8883/5671, so only port 443 can carry either.
+        hub = start_hub(state, deployment, "-v", "--mqtt-port", str(free_port()), "--no-amqp")
+        if hub:
+            try:
+                check("nothing listens on 8883 or 5671 during the AMQP over WebSocket runs",
+                      not port_open(8883) and not port_open(5671))
+                run_mode(state, "cs-amqpws", 29)
+                run_mode(state, "env-amqpws", 33)
+                connected = [line for line in hub.log if "module connected" in line]
+                node_ws = [line for line in connected if "/nodemod" in line and "over AMQP" in line and "(WebSocket)" in line]
+                check("amqpws: nodemod connections came in over AMQP over WebSocket", len(node_ws) >= 2, connected[-6:])
+                node_other = [line for line in connected if "/nodemod" in line and line not in node_ws]
+                check("amqpws: nodemod connected over nothing else", not node_other, node_other)
+                py_ws = [line for line in connected if "/pymod" in line and "(WebSocket)" in line]
+                check("amqpws: pymod connections came in over MQTT over WebSocket", len(py_ws) >= 2, connected[-6:])
             finally:
                 stop_hub(hub)
     failed = results.count(False)

@@ -2,17 +2,18 @@
 // azure-iot-device-amqp 1.14 Node SDK, unchanged, to prove the hub speaks edgeHub's wire protocol.
 // Usage: node node_module.js (env | cs CONNECTION_STRING CA_FILE) PEER
 // where a mode ending in `-ws` (`env-ws`, `cs-ws`) uses the `MqttWs` transport (MQTT over
-// WebSocket on port 443), one ending in `-amqp` the `Amqp` transport (AMQP 1.0 on 5671), instead
-// of `Mqtt` on 8883.
+// WebSocket on port 443), one ending in `-amqp` the `Amqp` transport (AMQP 1.0 on 5671), one ending
+// in `-amqpws` the `AmqpWs` transport (AMQP 1.0 over WebSocket on port 443), instead of `Mqtt` on
+// 8883.
 'use strict';
 const fs = require('fs');
 const { ModuleClient, Message } = require('azure-iot-device');
 const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
-const { Amqp } = require('azure-iot-device-amqp');
+const { Amqp, AmqpWs } = require('azure-iot-device-amqp');
 
 const mode = process.argv[2];
 const [source] = mode.split('-');
-const Transport = mode.endsWith('-ws') ? MqttWs : mode.endsWith('-amqp') ? Amqp : Mqtt;
+const Transport = { ws: MqttWs, amqp: Amqp, amqpws: AmqpWs }[mode.split('-')[1]] || Mqtt;
 const peer = process.argv[process.argv.length - 1];
 const say = (o) => console.log(JSON.stringify(o));
 const waiting = new Map();

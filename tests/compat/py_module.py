@@ -1,6 +1,7 @@
 """A module written against the OFFICIAL azure-iot-device 2.14 Python SDK, unchanged, to prove the
 hub speaks edgeHub's wire protocol. Usage: py_module.py (env | cs CONNECTION_STRING CA_FILE) PEER
-where a mode ending in `-ws` (`env-ws`, `cs-ws`) connects with `websockets=True` (MQTT over
+where a mode ending in `ws` (`env-ws`, `cs-ws`, and `env-amqpws`, `cs-amqpws`, where the Node peer
+uses AMQP over WebSocket: this SDK has no AMQP) connects with `websockets=True` (MQTT over
 WebSocket on port 443) instead of MQTT on 8883.
 
 Prints one JSON line per milestone; the compat driver reads them."""
@@ -12,7 +13,7 @@ import threading
 from azure.iot.device import IoTHubModuleClient, Message, MethodResponse
 
 mode, peer = sys.argv[1], sys.argv[-1]
-source, websockets = mode.split("-")[0], mode.endswith("-ws")
+source, websockets = mode.split("-")[0], mode.endswith("ws")
 events = {"input": threading.Event(), "desired": threading.Event(), "ping": threading.Event(),
           "hello": threading.Event()}
 
