@@ -84,7 +84,10 @@ fn main() {
     let mut notes: Vec<String> = Vec::new();
     let command: Vec<String> = std::env::args().skip(1).collect();
 
-    println!("## Fault matrix (`fault-matrix {}`)", command.join(" "));
+    println!(
+        "## Fault matrix (`{}`)",
+        ["fault-matrix".to_string()].iter().chain(&command).cloned().collect::<Vec<_>>().join(" ")
+    );
     println!();
     println!(
         "N = {} QoS 1 messages per cell at {} msg/s ({} msg/s with short-lived tokens), sender → route → receiver (Rust core), at most {} unacknowledged, build profile `{}`.",
