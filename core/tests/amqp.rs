@@ -383,3 +383,32 @@ async fn over_websocket_a_wrong_key_is_unauthorized_and_a_wrong_port_refused() {
     })
     .await
 }
+
+/// Connects are quick to follow each other and each must work: the put-token's answer and the
+/// twin's must never be lost to a reply link the hub had not finished setting up (it was, about
+/// once in ten connects, before the hub opened a reply link's channel before answering its attach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_after_connect_over_both_amqp_transports() {
+    bounded(async {
+        let hub = TestHub::start().await;
+        for i in 0..120 {
+            let transport = [Transport::Amqp, Transport::AmqpWebSocket][i % 2];
+            let options = match transport {
+                Transport::Amqp => amqp(&hub),
+                _ => amqp_ws(&hub).await,
+            };
+            let options = options
+                .with_connect_timeout(Duration::from_secs(3))
+                .with_default_timeout(Duration::from_secs(3))
+                .with_retry(edgemodule_core::RetryPolicy::None);
+            let c =
+                ModuleClient::from_connection_string(&hub.connection_string("sender"), Some(&hub.ca_pem()), options)
+                    .await
+                    .unwrap_or_else(|e| panic!("connect {i} over {transport}: {e}"));
+            c.get_twin(None).await.unwrap_or_else(|e| panic!("twin on connect {i} over {transport}: {e}"));
+            c.send_to_output("sink", Message::new("x")).await.unwrap();
+            c.close().await.unwrap();
+        }
+    })
+    .await
+}

@@ -8,7 +8,6 @@ use edgemodule_core::amqp::cbs::{self, PutToken};
 use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, Sender};
-use tokio::sync::mpsc;
 
 use super::connection::{Conn, ConnEvent};
 use crate::mqtt::auth::{authenticate_token, Authenticated};
@@ -39,10 +38,8 @@ pub(super) async fn serve_requests(conn: Arc<Conn>, mut receiver: Receiver) {
     }
 }
 
-pub(super) async fn serve_replies(conn: Arc<Conn>, sender: Sender) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    *conn.cbs_out.lock().unwrap() = Some(tx);
-    super::outbox::run(sender, rx).await;
+pub(super) async fn serve_replies(sender: Sender, outbox: super::outbox::Outbox) {
+    super::outbox::run(sender, outbox).await;
 }
 
 /// Verifies the token for the identity its `name` names and records it.

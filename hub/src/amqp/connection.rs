@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::header::{self, Protocol, Replay};
+use super::outbox::OutboxSlot;
 use crate::hub::{ConnCommand, Hub};
 use crate::mqtt::auth::Authenticated;
 
@@ -41,9 +42,9 @@ pub(super) struct Conn {
     pub auth: Mutex<Option<Authenticated>>,
     pub events: mpsc::UnboundedSender<ConnEvent>,
     /// Outgoing messages of the hub-side sender links, once attached.
-    pub cbs_out: Mutex<Option<mpsc::UnboundedSender<Amqp>>>,
-    pub twin_out: Mutex<Option<mpsc::UnboundedSender<Amqp>>>,
-    pub methods_out: Mutex<Option<mpsc::UnboundedSender<Amqp>>>,
+    pub cbs_out: OutboxSlot,
+    pub twin_out: OutboxSlot,
+    pub methods_out: OutboxSlot,
     pub desired_subscribed: AtomicBool,
     /// Whether method calls can be delivered (the hub's method receiver link is attached).
     pub methods_subscribed: Arc<AtomicBool>,
@@ -55,7 +56,7 @@ impl Conn {
     }
 
     /// Queues `msg` on a hub-side sender link; false when that link is not attached.
-    pub fn send_on(slot: &Mutex<Option<mpsc::UnboundedSender<Amqp>>>, msg: Amqp) -> bool {
+    pub fn send_on(slot: &OutboxSlot, msg: Amqp) -> bool {
         slot.lock().unwrap().as_ref().is_some_and(|tx| tx.send(msg).is_ok())
     }
 }

@@ -8,17 +8,14 @@ use edgemodule_core::amqp::twin;
 use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, Sender};
-use tokio::sync::mpsc;
 
 use super::connection::Conn;
 use crate::hub::MethodOutcome;
 
-pub(super) async fn serve_requests(conn: Arc<Conn>, sender: Sender) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    *conn.methods_out.lock().unwrap() = Some(tx);
+pub(super) async fn serve_requests(conn: Arc<Conn>, sender: Sender, outbox: super::outbox::Outbox) {
     conn.methods_subscribed.store(true, Ordering::Release);
     conn.hub.connection_changed();
-    super::outbox::run(sender, rx).await;
+    super::outbox::run(sender, outbox).await;
     conn.methods_subscribed.store(false, Ordering::Release);
     conn.hub.connection_changed();
 }

@@ -11,6 +11,7 @@ use fe2o3_amqp::types::performatives::Attach;
 use tokio::task::JoinSet;
 
 use super::connection::Conn;
+use super::outbox::{self, Outbox, OutboxSlot};
 
 /// What an attached link does, from the hub's side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,7 @@ pub(super) async fn serve(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
     let acceptor = LinkAcceptor::new();
     while let Some(attach) = session.next_incoming_attach().await {
         let purpose = classify(&conn, &attach);
+        let outbox = purpose.as_ref().ok().and_then(|p| p.outbox(&conn)).map(outbox::open);
         let endpoint = match acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(e) => e,
             Err(e) => {
@@ -39,7 +41,7 @@ pub(super) async fn serve(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
             }
         };
         match purpose {
-            Ok(p) => spawn_link(&mut links, &conn, p, endpoint),
+            Ok(p) => spawn_link(&mut links, &conn, p, endpoint, outbox),
             Err((condition, why)) => {
                 tracing::warn!(peer = conn.peer, "AMQP link refused: {why}");
                 links.spawn(refuse(endpoint, condition, why));
@@ -47,6 +49,19 @@ pub(super) async fn serve(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
         }
     }
     let _ = session.end().await;
+}
+
+impl Purpose {
+    /// The channel slot of a hub-side sender that answers the peer's requests or forwards the
+    /// hub's (CBS replies, twin responses and patches, method calls).
+    fn outbox<'a>(&self, conn: &'a Conn) -> Option<&'a OutboxSlot> {
+        match self {
+            Purpose::CbsReplies => Some(&conn.cbs_out),
+            Purpose::TwinOut(_) => Some(&conn.twin_out),
+            Purpose::MethodRequests(_) => Some(&conn.methods_out),
+            _ => None,
+        }
+    }
 }
 
 /// The link's purpose, or why it is refused.
@@ -78,21 +93,30 @@ fn classify(conn: &Conn, attach: &Attach) -> Result<Purpose, (AmqpError, String)
     })
 }
 
-fn spawn_link(links: &mut JoinSet<()>, conn: &Arc<Conn>, purpose: Purpose, endpoint: LinkEndpoint) {
+fn spawn_link(
+    links: &mut JoinSet<()>,
+    conn: &Arc<Conn>,
+    purpose: Purpose,
+    endpoint: LinkEndpoint,
+    outbox: Option<Outbox>,
+) {
     let conn = conn.clone();
+    let outbox = move || outbox.expect("opened for every purpose with an outbox");
     match (purpose, endpoint) {
         (Purpose::CbsRequests, LinkEndpoint::Receiver(r)) => links.spawn(super::cbs::serve_requests(conn, r)),
-        (Purpose::CbsReplies, LinkEndpoint::Sender(s)) => links.spawn(super::cbs::serve_replies(conn, s)),
+        (Purpose::CbsReplies, LinkEndpoint::Sender(s)) => links.spawn(super::cbs::serve_replies(s, outbox())),
         (Purpose::Telemetry(m), LinkEndpoint::Receiver(r)) => links.spawn(super::telemetry::serve(conn, r, m.module)),
         (Purpose::Inputs(m), LinkEndpoint::Sender(s)) => links.spawn(super::inputs::serve(conn, s, m.module)),
         (Purpose::TwinRequests(m), LinkEndpoint::Receiver(r)) => {
             links.spawn(super::twin::serve_requests(conn, r, m.module))
         }
-        (Purpose::TwinOut(_), LinkEndpoint::Sender(s)) => links.spawn(super::twin::serve_out(conn, s)),
+        (Purpose::TwinOut(_), LinkEndpoint::Sender(s)) => links.spawn(super::twin::serve_out(conn, s, outbox())),
         (Purpose::MethodResponses(_), LinkEndpoint::Receiver(r)) => {
             links.spawn(super::methods::serve_responses(conn, r))
         }
-        (Purpose::MethodRequests(_), LinkEndpoint::Sender(s)) => links.spawn(super::methods::serve_requests(conn, s)),
+        (Purpose::MethodRequests(_), LinkEndpoint::Sender(s)) => {
+            links.spawn(super::methods::serve_requests(conn, s, outbox()))
+        }
         (p, _) => unreachable!("the role decided the purpose {p:?}"),
     };
 }

@@ -9,7 +9,6 @@ use fe2o3_amqp::types::messaging::{Body, MessageId};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, Sender};
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 
 use super::connection::Conn;
 
@@ -32,10 +31,8 @@ pub(super) async fn serve_requests(conn: Arc<Conn>, mut receiver: Receiver, modu
     }
 }
 
-pub(super) async fn serve_out(conn: Arc<Conn>, sender: Sender) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    *conn.twin_out.lock().unwrap() = Some(tx);
-    super::outbox::run(sender, rx).await;
+pub(super) async fn serve_out(conn: Arc<Conn>, sender: Sender, outbox: super::outbox::Outbox) {
+    super::outbox::run(sender, outbox).await;
     conn.desired_subscribed.store(false, Ordering::Release);
 }
 
