@@ -411,6 +411,13 @@ impl AmqpDriver {
     async fn connection_ended(&mut self, mut links: Links, ended: &Ended) {
         self.inputs.clear();
         if let Ended::Closed(_) = ended {
+            // Dispositions go out through the session's task, the close through the connection's:
+            // closing the connection straight away can overtake input settlements made just before
+            // `close()`, and the hub delivers those messages again. Detaching the inputs link first
+            // orders them (the detach follows the dispositions on the link) and waits for the hub.
+            if let Some(rx) = links.inputs.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.close()).await;
+            }
             let _ = tokio::time::timeout(Duration::from_secs(1), links.connection.close()).await;
         }
     }
