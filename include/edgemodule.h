@@ -227,8 +227,9 @@ typedef struct edge_string edge_string;
  * Called with a message received on an input. `msg` is borrowed for the duration of the call.
  *
  * When the callback returns, the message is completed (acknowledged) unless the callback
- * abandoned it with `edge_message_abandon`, completed it itself, or kept a copy with
- * `edge_message_clone` (then whoever holds the copy completes or abandons it, from any thread).
+ * settled it itself (`edge_message_complete`, `edge_message_abandon`, `edge_message_reject`) or
+ * kept a copy with `edge_message_clone` (then whoever holds the copy settles it, from any
+ * thread).
  */
 typedef void (*edge_message_cb)(void *user_data, const struct edge_message *msg);
 
@@ -577,15 +578,15 @@ enum edge_status edge_client_unsubscribe(const struct edge_client *client,
 enum edge_status edge_message_new(const uint8_t *body, size_t len, struct edge_message **out);
 
 /**
- * Copies a message (its body, properties and, for a received message, the right to complete
- * or abandon it). Use it to keep a message beyond the callback that received it.
+ * Copies a message (its body, properties and, for a received message, the right to complete,
+ * abandon or reject it). Use it to keep a message beyond the callback that received it.
  */
 enum edge_status edge_message_clone(const struct edge_message *msg, struct edge_message **out);
 
 /**
  * Frees a message created by `edge_message_new` or `edge_message_clone`. NULL is a no-op.
- * Freeing the last copy of a received message that was not completed or abandoned leaves it
- * unacknowledged: the hub delivers it again after a reconnect.
+ * Freeing the last copy of a received message that was not completed, abandoned or rejected
+ * leaves it unacknowledged: the hub delivers it again after a reconnect.
  */
 void edge_message_free(struct edge_message *msg);
 
@@ -597,10 +598,19 @@ void edge_message_free(struct edge_message *msg);
 enum edge_status edge_message_complete(const struct edge_message *msg);
 
 /**
- * Gives a received message back unacknowledged; the hub redelivers it after the next
- * reconnect. Same rules as `edge_message_complete`.
+ * Gives a received message back for another delivery. Over AMQP the hub delivers it again at
+ * once (a `released` disposition); over MQTT nothing is sent (MQTT has no negative
+ * acknowledgement) and the hub delivers it again after the next reconnect. Same rules as
+ * `edge_message_complete`.
  */
 enum edge_status edge_message_abandon(const struct edge_message *msg);
+
+/**
+ * Refuses a received message for good: it is not delivered again. Over AMQP the hub drops it
+ * (a `rejected` disposition); over MQTT, which cannot say so, it is acknowledged like a
+ * completed one. Same rules as `edge_message_complete`.
+ */
+enum edge_status edge_message_reject(const struct edge_message *msg);
 
 /**
  * Replaces the body with a copy of `len` bytes at `body`.
@@ -794,12 +804,20 @@ enum edge_status edge_options_set_mqtt_port(struct edge_options *opts, uint16_t 
 enum edge_status edge_options_set_https_port(struct edge_options *opts, uint16_t port);
 
 /**
+ * Overrides the hub's AMQPS port (default 5671, or EDGEMODULE_AMQP_PORT from the environment),
+ * used by the "amqp" transport.
+ */
+enum edge_status edge_options_set_amqp_port(struct edge_options *opts, uint16_t port);
+
+/**
  * Picks the transport by name (case-insensitive): "mqtt" (MQTT over TLS on the MQTT port, the
- * default) or "mqtt_ws" (MQTT over WebSocket over TLS on the HTTPS port, for networks that only
- * let 443 out). An unknown name gives EDGE_STATUS_INVALID_ARGUMENT, with the accepted names in
+ * default), "mqtt_ws" (MQTT over WebSocket over TLS on the HTTPS port, for networks that only
+ * let 443 out), "amqp" (AMQP 1.0 over TLS on the AMQPS port; no user topics) or "amqp_ws" (AMQP
+ * over WebSocket over TLS on the HTTPS port). An unknown name gives EDGE_STATUS_INVALID_ARGUMENT, with the accepted names in
  * the last error.
  */
-enum edge_status edge_options_set_transport(struct edge_options *opts, const char *name);
+enum edge_status edge_options_set_transport(struct edge_options *opts,
+                                            const char *name);
 
 /**
  * Tunnels the WebSocket transport through an HTTP CONNECT proxy,

@@ -25,8 +25,9 @@ pub type edge_user_data_free_cb = Option<unsafe extern "C" fn(user_data: *mut c_
 /// Called with a message received on an input. `msg` is borrowed for the duration of the call.
 ///
 /// When the callback returns, the message is completed (acknowledged) unless the callback
-/// abandoned it with `edge_message_abandon`, completed it itself, or kept a copy with
-/// `edge_message_clone` (then whoever holds the copy completes or abandons it, from any thread).
+/// settled it itself (`edge_message_complete`, `edge_message_abandon`, `edge_message_reject`) or
+/// kept a copy with `edge_message_clone` (then whoever holds the copy settles it, from any
+/// thread).
 pub type edge_message_cb = Option<unsafe extern "C" fn(user_data: *mut c_void, msg: *const edge_message)>;
 
 /// Called with a direct-method request. `req` is borrowed for the duration of the call; answer

@@ -1,5 +1,5 @@
 //! `edge_message`: a core `Message` plus, for messages received on an input, the handle that
-//! completes or abandons it.
+//! completes, abandons or rejects it.
 
 use std::os::raw::c_char;
 use std::sync::Arc;
@@ -41,8 +41,8 @@ pub unsafe extern "C" fn edge_message_new(body: *const u8, len: usize, out: *mut
     })
 }
 
-/// Copies a message (its body, properties and, for a received message, the right to complete
-/// or abandon it). Use it to keep a message beyond the callback that received it.
+/// Copies a message (its body, properties and, for a received message, the right to complete,
+/// abandon or reject it). Use it to keep a message beyond the callback that received it.
 #[no_mangle]
 pub unsafe extern "C" fn edge_message_clone(msg: *const edge_message, out: *mut *mut edge_message) -> edge_status {
     status_boundary(|| {
@@ -56,8 +56,8 @@ pub unsafe extern "C" fn edge_message_clone(msg: *const edge_message, out: *mut 
 }
 
 /// Frees a message created by `edge_message_new` or `edge_message_clone`. NULL is a no-op.
-/// Freeing the last copy of a received message that was not completed or abandoned leaves it
-/// unacknowledged: the hub delivers it again after a reconnect.
+/// Freeing the last copy of a received message that was not completed, abandoned or rejected
+/// leaves it unacknowledged: the hub delivers it again after a reconnect.
 #[no_mangle]
 pub unsafe extern "C" fn edge_message_free(msg: *mut edge_message) {
     value_boundary((), || {
@@ -84,11 +84,21 @@ pub unsafe extern "C" fn edge_message_complete(msg: *const edge_message) -> edge
     status_boundary(|| Ok(inbound(msg)?.complete()?))
 }
 
-/// Gives a received message back unacknowledged; the hub redelivers it after the next
-/// reconnect. Same rules as `edge_message_complete`.
+/// Gives a received message back for another delivery. Over AMQP the hub delivers it again at
+/// once (a `released` disposition); over MQTT nothing is sent (MQTT has no negative
+/// acknowledgement) and the hub delivers it again after the next reconnect. Same rules as
+/// `edge_message_complete`.
 #[no_mangle]
 pub unsafe extern "C" fn edge_message_abandon(msg: *const edge_message) -> edge_status {
     status_boundary(|| Ok(inbound(msg)?.abandon()?))
+}
+
+/// Refuses a received message for good: it is not delivered again. Over AMQP the hub drops it
+/// (a `rejected` disposition); over MQTT, which cannot say so, it is acknowledged like a
+/// completed one. Same rules as `edge_message_complete`.
+#[no_mangle]
+pub unsafe extern "C" fn edge_message_reject(msg: *const edge_message) -> edge_status {
+    status_boundary(|| Ok(inbound(msg)?.reject()?))
 }
 
 /// Replaces the body with a copy of `len` bytes at `body`.

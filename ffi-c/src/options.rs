@@ -161,9 +161,20 @@ pub unsafe extern "C" fn edge_options_set_https_port(opts: *mut edge_options, po
     })
 }
 
+/// Overrides the hub's AMQPS port (default 5671, or EDGEMODULE_AMQP_PORT from the environment),
+/// used by the "amqp" transport.
+#[no_mangle]
+pub unsafe extern "C" fn edge_options_set_amqp_port(opts: *mut edge_options, port: u16) -> edge_status {
+    set(opts, |o| {
+        o.amqp_port = Some(port);
+        Ok(())
+    })
+}
+
 /// Picks the transport by name (case-insensitive): "mqtt" (MQTT over TLS on the MQTT port, the
-/// default) or "mqtt_ws" (MQTT over WebSocket over TLS on the HTTPS port, for networks that only
-/// let 443 out). An unknown name gives EDGE_STATUS_INVALID_ARGUMENT, with the accepted names in
+/// default), "mqtt_ws" (MQTT over WebSocket over TLS on the HTTPS port, for networks that only
+/// let 443 out), "amqp" (AMQP 1.0 over TLS on the AMQPS port; no user topics) or "amqp_ws" (AMQP
+/// over WebSocket over TLS on the HTTPS port). An unknown name gives EDGE_STATUS_INVALID_ARGUMENT, with the accepted names in
 /// the last error.
 #[no_mangle]
 pub unsafe extern "C" fn edge_options_set_transport(opts: *mut edge_options, name: *const c_char) -> edge_status {

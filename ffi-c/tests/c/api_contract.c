@@ -70,6 +70,8 @@ int main(void) {
   CHECK_OK(edge_options_set_product_info(opts, "api-test/1"));
   CHECK_OK(edge_options_set_mqtt_port(opts, 1));
   CHECK_OK(edge_options_set_https_port(opts, 2));
+  CHECK_OK(edge_options_set_amqp_port(opts, 3));
+  CHECK_STATUS(edge_options_set_amqp_port(NULL, 3), EDGE_STATUS_INVALID_ARGUMENT);
   CHECK_OK(edge_options_set_retry_exponential(opts, 100, 1000, 0));
   CHECK_OK(edge_options_set_retry_none(opts));
   CHECK_STATUS(edge_options_set_product_info(opts, "\xff\xfe"), EDGE_STATUS_INVALID_ARGUMENT);
@@ -85,6 +87,7 @@ int main(void) {
   /* Transport names are the core's: case-insensitive, an unknown one names the accepted ones. */
   CHECK_OK(edge_options_new(&opts));
   CHECK_OK(edge_options_set_transport(opts, "mqtt_ws"));
+  CHECK_OK(edge_options_set_transport(opts, "amqp"));
   CHECK_OK(edge_options_set_transport(opts, "MQTT"));
   CHECK_STATUS(edge_options_set_transport(opts, "bogus"), EDGE_STATUS_INVALID_ARGUMENT);
   CHECK(strstr(last_error(), "unknown transport 'bogus'") != NULL);
@@ -140,9 +143,11 @@ int main(void) {
   const uint8_t *body = NULL;
   CHECK_OK(edge_message_body(msg, &body, &len));
   CHECK(len == 5 && memcmp(body, "hello", 5) == 0);
-  /* Only received messages can be completed. */
+  /* Only received messages can be settled. */
   CHECK_STATUS(edge_message_complete(msg), EDGE_STATUS_INVALID_STATE);
   CHECK_STATUS(edge_message_abandon(msg), EDGE_STATUS_INVALID_STATE);
+  CHECK_STATUS(edge_message_reject(msg), EDGE_STATUS_INVALID_STATE);
+  CHECK_STATUS(edge_message_reject(NULL), EDGE_STATUS_INVALID_ARGUMENT);
   edge_message *copy = NULL;
   CHECK_OK(edge_message_clone(msg, &copy));
   edge_message_free(msg);
