@@ -29,6 +29,8 @@ function options(timeoutMs) {
     ca: readFileSync(process.env.FAULT_CA_FILE, 'utf8'),
     mqttPort: num('FAULT_MQTT_PORT', 8883),
     httpsPort: num('FAULT_HTTPS_PORT', 443),
+    amqpPort: num('FAULT_AMQP_PORT', 5671),
+    transport: process.env.FAULT_TRANSPORT,
     timeoutMs,
     connectTimeoutMs: num('FAULT_CONNECT_TIMEOUT_MS', 10000),
     retry: { initialDelayMs: 20, maxDelayMs: 500 },
@@ -131,8 +133,10 @@ async function runDeadlines(lines) {
 }
 
 async function main() {
-  if (process.env.FAULT_TRANSPORT !== 'mqtt') {
-    say(`skip transport ${process.env.FAULT_TRANSPORT} is not wired into the Node agent`);
+  // The generated index.d.ts describes the addon beside it (drift-checked in CI).
+  const types = readFileSync(`${process.env.EDGEMODULE_NODE_DIR}/index.d.ts`, 'utf8');
+  if (process.env.FAULT_TRANSPORT === 'amqp' && !types.includes('amqpPort')) {
+    say("skip this edgemodule addon has no amqpPort option (the hub's AMQPS port is not 5671 here)");
     return;
   }
   if (process.env.FAULT_MODE === 'send') {

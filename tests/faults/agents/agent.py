@@ -46,6 +46,11 @@ def options():
         "retry_max_delay": 0.5,
         "retry_give_up_after": None,
     }
+    transport = os.environ["FAULT_TRANSPORT"]
+    if transport != "mqtt":  # the default; a wheel older than the option still runs mqtt
+        o["transport"] = transport
+    if transport == "amqp":
+        o["amqp_port"] = num("FAULT_AMQP_PORT", 5671)
     ttl = num("FAULT_SAS_TTL", 0)
     if ttl:
         o["sastoken_ttl"] = ttl
@@ -215,9 +220,8 @@ def run_deadlines(cs, cs2, ca):
 
 
 def main():
-    transport = os.environ["FAULT_TRANSPORT"]
-    if transport != "mqtt":
-        say(f"skip transport {transport} is not wired into the Python agent")
+    if os.environ["FAULT_TRANSPORT"] == "amqp" and "amqp_port" not in edgemodule._native.OPTION_NAMES:
+        say("skip this edgemodule wheel has no amqp_port option (the hub's AMQPS port is not 5671 here)")
         return
     with open(os.environ["FAULT_CA_FILE"]) as f:
         ca = f.read()

@@ -52,13 +52,12 @@ fn say(line: std::fmt::Arguments) {
 }
 
 async fn main() -> Result<(), String> {
-    if var("FAULT_TRANSPORT")? != "mqtt" {
-        say(format_args!("skip transport {} is not wired into the Rust agent", var("FAULT_TRANSPORT")?));
-        return Ok(());
-    }
+    let transport = var("FAULT_TRANSPORT")?.parse().map_err(|e| format!("FAULT_TRANSPORT: {e}"))?;
     let mut options = ClientOptions::default()
+        .with_transport(transport)
         .with_mqtt_port(num("FAULT_MQTT_PORT", 8883)? as u16)
         .with_https_port(num("FAULT_HTTPS_PORT", 443)? as u16)
+        .with_amqp_port(num("FAULT_AMQP_PORT", 5671)? as u16)
         .with_default_timeout(Duration::from_millis(num("FAULT_TIMEOUT_MS", 30_000)?))
         .with_connect_timeout(Duration::from_millis(num("FAULT_CONNECT_TIMEOUT_MS", 10_000)?))
         .with_retry(RetryPolicy::ExponentialBackoff {

@@ -48,24 +48,34 @@ impl Binding {
     }
 }
 
-/// The wire transport under test. Only MQTT over TLS exists in every binding today.
+/// The transport under test, by the core's names (every binding accepts them as a string
+/// option: Rust `with_transport`, C `edge_options_set_transport`, Python `transport=`, Node
+/// `{transport}`). The proxy sits in front of the hub port the transport uses.
 ///
-/// Hook for more transports (MQTT over WebSocket is coming as a core option): add a variant
-/// here, return the hub port it connects to from [`Transport::hub_port`] (the proxy sits in front
-/// of that port), and teach the agents to set the transport option when `FAULT_TRANSPORT` names
-/// it. Agents exit with `skip <reason>` for a transport their binding does not offer, which the
-/// matrix reports as a skipped cell rather than a failure.
+/// Hook for more transports: add a variant with the core's name and its hub port; the agents
+/// pass `FAULT_TRANSPORT` through to their binding unchanged. An agent that cannot run a
+/// transport prints `skip <reason>`, which is reported as skipped, not passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
+    /// MQTT over TLS on the MQTT port.
     Mqtt,
+    /// MQTT over WebSocket over TLS on the HTTPS port.
+    MqttWs,
+    /// AMQP 1.0 over TLS on the AMQPS port.
+    Amqp,
+    /// AMQP 1.0 over WebSocket over TLS on the HTTPS port.
+    AmqpWs,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 1] = [Transport::Mqtt];
+    pub const ALL: [Transport; 4] = [Transport::Mqtt, Transport::MqttWs, Transport::Amqp, Transport::AmqpWs];
 
     pub fn name(self) -> &'static str {
         match self {
             Transport::Mqtt => "mqtt",
+            Transport::MqttWs => "mqtt_ws",
+            Transport::Amqp => "amqp",
+            Transport::AmqpWs => "amqp_ws",
         }
     }
 
@@ -74,10 +84,34 @@ impl Transport {
     }
 
     /// The hub port this transport's clients connect to.
-    pub fn hub_port(self, hub: &crate::hub::HubProcess) -> u16 {
+    pub fn hub_port(self, hub: &crate::hub::HubProcess) -> Result<u16, String> {
         match self {
-            Transport::Mqtt => hub.mqtt_port,
+            Transport::Mqtt => Ok(hub.mqtt_port),
+            Transport::MqttWs | Transport::AmqpWs => Ok(hub.https_port),
+            Transport::Amqp => hub.amqp_port.ok_or_else(|| "skip: this hub build serves no AMQP".to_string()),
         }
+    }
+
+    /// AMQP renews a token on the open connection (a new CBS put-token); MQTT reconnects.
+    pub fn renews_in_place(self) -> bool {
+        matches!(self, Transport::Amqp | Transport::AmqpWs)
+    }
+
+    /// Whether the transport carries user topics (publish/subscribe); AMQP does not.
+    pub fn has_user_topics(self) -> bool {
+        matches!(self, Transport::Mqtt | Transport::MqttWs)
+    }
+
+    /// The hub ports as the agents and the receiver should use them: the transport's port
+    /// replaced by the proxy's. (mqtt, https, amqp)
+    pub fn ports(self, hub: &crate::hub::HubProcess, proxy: u16) -> (u16, u16, u16) {
+        let (mut mqtt, mut https, mut amqp) = (hub.mqtt_port, hub.https_port, hub.amqp_port.unwrap_or(5671));
+        match self {
+            Transport::Mqtt => mqtt = proxy,
+            Transport::MqttWs | Transport::AmqpWs => https = proxy,
+            Transport::Amqp => amqp = proxy,
+        }
+        (mqtt, https, amqp)
     }
 }
 
@@ -205,8 +239,13 @@ fn prepare_uncached(env: &Env, binding: Binding) -> Prepared {
                 return Prepared::Broken(e);
             }
             let exe = env.profile_dir.join("fault-agent-c");
+            // The AMQPS port option is newer than the transport option; without it the agent
+            // skips the `amqp` transport instead of connecting to 5671.
+            let header = std::fs::read_to_string(env.root.join("include/edgemodule.h")).unwrap_or_default();
+            let amqp_port = header.contains("edge_options_set_amqp_port(");
             let out = std::process::Command::new("gcc")
                 .args(["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-pthread"])
+                .args(amqp_port.then_some("-DFAULT_HAVE_AMQP_PORT"))
                 .arg("-I")
                 .arg(env.root.join("include"))
                 .arg(agents.join("agent.c"))

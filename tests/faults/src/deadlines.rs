@@ -171,7 +171,8 @@ async fn drive(
     transport: Transport,
     margin: Duration,
 ) -> Result<DeadlineReport, String> {
-    let mqtt = Proxy::start(transport.hub_port(hub)).await;
+    // The HTTPS port (invoke) is proxied and stalled too.
+    let mqtt = Proxy::start(transport.hub_port(hub)?).await;
     let https = Proxy::start(hub.https_port).await;
     let vars = [
         ("FAULT_MODE", "deadlines".to_string()),

@@ -84,7 +84,7 @@ impl Plan {
             rate: 400,
             stall: Duration::from_secs(2),
             ttl: (6, 3),
-            ttl_rate: 150,
+            ttl_rate: 120,
             min_renewals: 1,
             limit: Duration::from_secs(120),
         }
@@ -125,6 +125,8 @@ pub struct Report {
     pub faults: usize,
     pub disconnects: usize,
     pub renewals: usize,
+    /// Seconds from the first to the last acknowledgement.
+    pub traffic_secs: f64,
     /// Per fault: fault end → first acknowledgement after the sender was connected again.
     pub recovery_ms: Vec<Option<f64>>,
     pub elapsed: Duration,
@@ -152,6 +154,11 @@ impl Report {
             None => "–".into(),
         };
         let faults = match self.scenario {
+            Scenario::TokenTtl if self.transport.renews_in_place() => format!(
+                "renewed in place ({:.1} token lifetimes, {} disconnects)",
+                self.traffic_secs / plan.ttl.0 as f64,
+                self.disconnects
+            ),
             Scenario::TokenTtl => format!("{} renewals", self.renewals),
             _ => format!("{} ({} disconnects)", self.faults, self.disconnects),
         };
@@ -231,12 +238,16 @@ async fn drive(
     plan: &Plan,
 ) -> Result<Report, String> {
     let started = Instant::now();
-    let proxy = Proxy::start(transport.hub_port(hub)).await;
+    let proxy = Proxy::start(transport.hub_port(hub)?).await;
+    let (mqtt_port, https_port, amqp_port) = transport.ports(hub, proxy.port);
     let ttl = (scenario == Scenario::TokenTtl).then_some(plan.ttl);
 
-    // The receiver: the Rust core, through the same proxy.
+    // The receiver: the Rust core, on the same transport, through the same proxy.
     let mut options = ClientOptions::default()
-        .with_mqtt_port(proxy.port)
+        .with_transport(transport.name().parse().map_err(|e| format!("transport: {e}"))?)
+        .with_mqtt_port(mqtt_port)
+        .with_https_port(https_port)
+        .with_amqp_port(amqp_port)
         .with_default_timeout(Duration::from_secs(60))
         .with_connect_timeout(Duration::from_secs(2))
         .with_retry(RetryPolicy::ExponentialBackoff {
@@ -274,8 +285,9 @@ async fn drive(
         ("FAULT_MODE", "send".to_string()),
         ("FAULT_CS", hub.connection_string("sender")),
         ("FAULT_CA_FILE", hub.ca_file().display().to_string()),
-        ("FAULT_MQTT_PORT", proxy.port.to_string()),
-        ("FAULT_HTTPS_PORT", hub.https_port.to_string()),
+        ("FAULT_MQTT_PORT", mqtt_port.to_string()),
+        ("FAULT_HTTPS_PORT", https_port.to_string()),
+        ("FAULT_AMQP_PORT", amqp_port.to_string()),
         ("FAULT_TRANSPORT", transport.name().to_string()),
         ("FAULT_N", plan.n.to_string()),
         ("FAULT_WINDOW", plan.window.to_string()),
@@ -404,6 +416,10 @@ async fn drive(
     }
     let mut ack_times: Vec<u64> = tally.acks.iter().map(|a| a.1).collect();
     ack_times.sort_unstable();
+    let traffic_secs = match (ack_times.first(), ack_times.last()) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1e9,
+        _ => 0.0,
+    };
     let recovery_ms: Vec<Option<f64>> = (0..faults.len())
         .map(|i| {
             let next = faults.get(i + 1).map_or(u64::MAX, |f| f.0);
@@ -440,6 +456,16 @@ async fn drive(
     match scenario {
         Scenario::Cuts if disconnects < 3 => problems.push(format!("the sender saw {disconnects} disconnects, not 3")),
         Scenario::Kill9 if disconnects < 1 => problems.push("the sender never saw the hub go away".into()),
+        Scenario::TokenTtl if transport.renews_in_place() => {
+            // No reconnect to count: the proof is that the connection outlived its first token
+            // (the hub closes a connection whose token expires) with nothing lost.
+            if disconnects > 0 {
+                problems.push(format!("{disconnects} disconnects although tokens are renewed in place"));
+            }
+            if traffic_secs < 1.25 * plan.ttl.0 as f64 {
+                problems.push(format!("the traffic lasted {traffic_secs:.1} s, under 1.25 token lifetimes"));
+            }
+        }
         Scenario::TokenTtl if renewals < plan.min_renewals => problems
             .push(format!("{renewals} token renewals during the traffic, expected at least {}", plan.min_renewals)),
         _ => {}
@@ -469,6 +495,7 @@ async fn drive(
         faults: faults.len(),
         disconnects,
         renewals,
+        traffic_secs,
         recovery_ms,
         elapsed: started.elapsed(),
         problems,
