@@ -29,6 +29,7 @@ struct HubProcess {
     dir: tempfile::TempDir,
     port: u16,
     https_port: u16,
+    amqp_port: u16,
     device: String,
     hub_host: String,
 }
@@ -124,6 +125,10 @@ async fn start_hub(mqtt_port: u16, https_port: u16, extra: &[(String, char)]) ->
             &mqtt_port.to_string(),
             "--https-port",
             &https_port.to_string(),
+            // Only the core connects over AMQP here, told the port: an ephemeral one never
+            // competes with 5671.
+            "--amqp-port",
+            "0",
         ])
         .spawn()
         .unwrap();
@@ -131,10 +136,10 @@ async fn start_hub(mqtt_port: u16, https_port: u16, extra: &[(String, char)]) ->
     for _ in 0..200 {
         if let Ok(status) = edgemodule_hub::control::request(&socket, &json!({"cmd": "status"})).await {
             let port_of = |k: &str| status[k].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-            let (port, https_port) = (port_of("mqtt"), port_of("https"));
+            let (port, https_port, amqp_port) = (port_of("mqtt"), port_of("https"), port_of("amqp"));
             let device = status["device"].as_str().unwrap().to_string();
             let hub_host = status["hub"].as_str().unwrap().to_string();
-            return HubProcess { child, dir, port, https_port, device, hub_host };
+            return HubProcess { child, dir, port, https_port, amqp_port, device, hub_host };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the hub exited at start ({status})");
@@ -177,7 +182,7 @@ impl HubProcess {
     async fn core(&self, module: &str) -> ModuleClient {
         self.core_over(module, CoreTransport::Mqtt).await
     }
-    /// The core client over `transport` (MQTT over WebSocket goes to the hub's HTTPS port).
+    /// The core client over `transport` (the WebSocket transports go to the hub's HTTPS port).
     async fn core_over(&self, module: &str, transport: CoreTransport) -> ModuleClient {
         let cs = format!(
             "HostName={};DeviceId={};ModuleId={module};SharedAccessKey={};GatewayHostName=localhost",
@@ -188,6 +193,7 @@ impl HubProcess {
         let opts = ClientOptions::default()
             .with_mqtt_port(self.port)
             .with_https_port(self.https_port)
+            .with_amqp_port(self.amqp_port)
             .with_transport(transport)
             .with_max_in_flight(100);
         ModuleClient::from_connection_string(&cs, Some(&self.ca()), opts).await.unwrap()
@@ -498,37 +504,58 @@ async fn mosquitto_flow(m: &Mosquitto) -> Flow {
 /// A round trip's p50 and p99.
 type Percentiles = (Duration, Duration);
 
-/// The core over MQTT/TLS beside the core over MQTT over WebSocket: the sends (await each, 100
-/// in flight) and the round trips, as (TLS runs, WebSocket runs).
-fn transport_table(
-    n: usize,
-    rtt: usize,
-    sends: [(&[f64], &[f64]); 2],
-    trips: (&[Percentiles], &[Percentiles]),
-) -> String {
-    let mut table = String::from(
-        "| workload | MQTT over TLS (MQTT port) | MQTT over WebSocket (HTTPS port) | WebSocket / TLS |\n|---|---|---|---|\n",
-    );
-    for (name, (tls, ws)) in
-        [format!("send {n} × 256 B, await each"), format!("send {n} × 256 B, 100 in flight")].iter().zip(sends)
-    {
-        let (t, w) = (median(tls.to_vec()), median(ws.to_vec()));
-        table += &format!("| {name} | {t:.0} msg/s | {w:.0} msg/s | {:.0} % |\n", 100.0 * w / t);
+/// One transport's runs of the core workloads: send await each, send 100 in flight, round trip.
+struct TransportRuns {
+    transport: CoreTransport,
+    seq: Vec<f64>,
+    pipelined: Vec<f64>,
+    trips: Vec<Percentiles>,
+}
+
+/// A column heading: the transport and the hub port it uses.
+fn transport_label(t: CoreTransport) -> String {
+    let what = match t {
+        CoreTransport::Mqtt => "MQTT over TLS (MQTT port)",
+        CoreTransport::MqttWebSocket => "MQTT over WebSocket (HTTPS port)",
+        CoreTransport::Amqp => "AMQP over TLS (AMQPS port)",
+        CoreTransport::AmqpWebSocket => "AMQP over WebSocket (HTTPS port)",
+        other => other.name(),
+    };
+    format!("{what}, `{}`", t.name())
+}
+
+/// The core over every transport side by side: the sends (await each, 100 in flight) and the
+/// round trips, each cell but the first's with its ratio to the first transport (MQTT over TLS).
+fn transport_table(n: usize, rtt: usize, runs: &[TransportRuns]) -> String {
+    let mut table = String::from("| workload |");
+    for r in runs {
+        table += &format!(" {} |", transport_label(r.transport));
+    }
+    table += &format!("\n|---|{}\n", "---|".repeat(runs.len()));
+    let ratio =
+        |i: usize, x: f64, first: f64| if i == 0 { String::new() } else { format!(" ({:.0} %)", 100.0 * x / first) };
+    let sends = [
+        (format!("send {n} × 256 B, await each"), runs.iter().map(|r| median(r.seq.clone())).collect::<Vec<_>>()),
+        (format!("send {n} × 256 B, 100 in flight"), runs.iter().map(|r| median(r.pipelined.clone())).collect()),
+    ];
+    for (name, rates) in sends {
+        table += &format!("| {name} |");
+        for (i, rate) in rates.iter().enumerate() {
+            table += &format!(" {rate:.0} msg/s{} |", ratio(i, *rate, rates[0]));
+        }
+        table += "\n";
     }
     let by_p50 = |mut v: Vec<Percentiles>| {
         v.sort();
         v[v.len() / 2]
     };
-    let ((t50, t99), (w50, w99)) = (by_p50(trips.0.to_vec()), by_p50(trips.1.to_vec()));
-    table += &format!(
-        "| round trip output → route → input, {rtt} sequential (p50 / p99) | {} / {} µs | {} / {} µs | {:.0} % (p50) |\n",
-        t50.as_micros(),
-        t99.as_micros(),
-        w50.as_micros(),
-        w99.as_micros(),
-        100.0 * w50.as_secs_f64() / t50.as_secs_f64()
-    );
-    table
+    let trips: Vec<Percentiles> = runs.iter().map(|r| by_p50(r.trips.clone())).collect();
+    table += &format!("| round trip output → route → input, {rtt} sequential (p50 / p99) |");
+    for (i, (p50, p99)) in trips.iter().enumerate() {
+        let first = trips[0].0.as_secs_f64();
+        table += &format!(" {} / {} µs{} |", p50.as_micros(), p99.as_micros(), ratio(i, p50.as_secs_f64(), first));
+    }
+    table + "\n"
 }
 
 /// The run with the median throughput.
@@ -755,7 +782,12 @@ async fn main() {
         let mut rows: Vec<(String, String, String, String)> = Vec::new();
         let (mut cs, mut rs, mut cp, mut rp, mut cr, mut rr, mut crt, mut rrt) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        let (mut ws, mut wp, mut wrt) = (vec![], vec![], vec![]);
+        // MQTT over TLS is measured beside raw rumqttc above; every other transport beside it.
+        let mut transports: Vec<TransportRuns> = CoreTransport::ALL
+            .iter()
+            .filter(|t| **t != CoreTransport::Mqtt)
+            .map(|&transport| TransportRuns { transport, seq: vec![], pipelined: vec![], trips: vec![] })
+            .collect();
         let mqtt = CoreTransport::Mqtt;
         for _ in 0..runs {
             cs.push(core_send_seq(&hub, n, mqtt).await);
@@ -766,9 +798,11 @@ async fn main() {
             rr.push(raw_receive(&hub, n).await);
             crt.push(core_round_trip(&hub, rtt, mqtt).await);
             rrt.push(raw_round_trip(&hub, rtt).await);
-            ws.push(core_send_seq(&hub, n, CoreTransport::MqttWebSocket).await);
-            wp.push(core_send_pipelined(&hub, n, 100, CoreTransport::MqttWebSocket).await);
-            wrt.push(core_round_trip(&hub, rtt, CoreTransport::MqttWebSocket).await);
+            for t in &mut transports {
+                t.seq.push(core_send_seq(&hub, n, t.transport).await);
+                t.pipelined.push(core_send_pipelined(&hub, n, 100, t.transport).await);
+                t.trips.push(core_round_trip(&hub, rtt, t.transport).await);
+            }
         }
         for (w, v) in [('a', &cs), ('b', &cp), ('c', &cr)] {
             for r in v.iter() {
@@ -819,7 +853,8 @@ async fn main() {
             Some(cp50 <= Duration::from_micros(500)),
         ));
         core_section = Some(table);
-        transport_section = Some(transport_table(n, rtt, [(&cs, &ws), (&cp, &wp)], (&crt, &wrt)));
+        transports.insert(0, TransportRuns { transport: mqtt, seq: cs, pipelined: cp, trips: crt });
+        transport_section = Some(transport_table(n, rtt, &transports));
     }
 
     // The bindings and the official SDKs, one child process per (row, workload, run).

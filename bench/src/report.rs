@@ -385,9 +385,12 @@ trip` go through a route and the hub's durable store):\n"
     if let Some(transports) = &r.transport_section {
         let _ = writeln!(
             w,
-            "### Core client over MQTT/TLS beside MQTT over WebSocket\n\n\
-The same core workloads with `Transport::MqttWebSocket` (TLS to the hub's HTTPS port, binary\n\
-WebSocket messages on `/$iothub/websocket`, no proxy) beside the default MQTT over TLS:\n"
+            "### Core client over each transport\n\n\
+The same core workloads over every `Transport`: MQTT over TLS (the default), MQTT over WebSocket\n\
+(TLS to the hub's HTTPS port, binary WebSocket messages on `/$iothub/websocket`, subprotocol\n\
+`mqtt`), AMQP 1.0 over TLS (the AMQPS port; CBS put-token, each send settled by the hub's\n\
+disposition, inputs accepted by disposition) and AMQP over WebSocket (subprotocol `AMQPWSB10`), no\n\
+proxy; in parentheses, the ratio to MQTT over TLS:\n"
         );
         let _ = writeln!(w, "{transports}");
     }
