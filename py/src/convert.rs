@@ -87,6 +87,7 @@ pub const OPTION_NAMES: &[&str] = &[
     "extra_ca_cert",
     "mqtt_port",
     "https_port",
+    "amqp_port",
     "transport",
     "proxy",
 ];
@@ -123,6 +124,7 @@ pub fn options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<ClientOptions> {
             "extra_ca_cert" => o.extra_ca_pem = value.extract()?,
             "mqtt_port" => o.mqtt_port = value.extract()?,
             "https_port" => o.https_port = value.extract()?,
+            "amqp_port" => o.amqp_port = value.extract()?,
             "transport" => o.transport = value.extract::<String>()?.parse::<Transport>().map_err(errors::to_py)?,
             "proxy" => o.proxy = value.extract()?,
             other => {

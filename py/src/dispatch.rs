@@ -125,7 +125,8 @@ fn handle(py: Python<'_>, ctx: &Context, event: Event) {
             };
             let result = call(py, ctx, &handler, (msg.clone(),));
             // A handler that returns without settling the message completes it; one that raises
-            // abandons it (the hub redelivers it after a reconnect).
+            // abandons it (the hub delivers it again: over AMQP at once, over MQTT after a
+            // reconnect).
             if let Ok(m) = msg.try_borrow() {
                 m.settle_after_handler(result.is_ok());
             }

@@ -106,9 +106,16 @@ impl PyMessage {
         self.received()?.complete().map_err(errors::to_py)
     }
 
-    /// Gives a received message back unacknowledged; the hub redelivers it after a reconnect.
+    /// Gives a received message back for another delivery: over AMQP the hub delivers it again
+    /// at once; over MQTT (no negative acknowledgement) after the next reconnect.
     fn abandon(&self) -> PyResult<()> {
         self.received()?.abandon().map_err(errors::to_py)
+    }
+
+    /// Refuses a received message for good: over AMQP the hub drops it; over MQTT it is
+    /// acknowledged, so it is not delivered again either.
+    fn reject(&self) -> PyResult<()> {
+        self.received()?.reject().map_err(errors::to_py)
     }
 
     fn __repr__(&self) -> String {
@@ -126,7 +133,7 @@ impl PyMessage {
     fn received(&self) -> PyResult<&Arc<InputMessage>> {
         self.received
             .as_ref()
-            .ok_or_else(|| errors::invalid_state("only a received message can be completed or abandoned"))
+            .ok_or_else(|| errors::invalid_state("only a received message can be completed, abandoned or rejected"))
     }
 
     /// A core message to send: copies the body, system and application properties.

@@ -90,6 +90,7 @@ class Hub:
     process: "subprocess.Popen[bytes]"
     mqtt_port: int = 0
     https_port: int = 0
+    amqp_port: int = 0
     log: Path = field(default_factory=Path)
 
     def cli(self, *args: str, timeout: float = 20) -> str:
@@ -123,6 +124,7 @@ class Hub:
         return {
             "mqtt_port": self.mqtt_port,
             "https_port": self.https_port,
+            "amqp_port": self.amqp_port,
             "operation_timeout": 10.0,
             "connect_timeout": 5.0,
         }
@@ -180,7 +182,7 @@ def run_hub(tmp_path: Path, manifest: Dict[str, Any]) -> Iterator[Hub]:
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             [str(binary), "--state-dir", str(state), "start", "--deployment", str(deployment),
-             "--bind", "127.0.0.1", "--mqtt-port", "0", "--https-port", "0"],
+             "--bind", "127.0.0.1", "--mqtt-port", "0", "--https-port", "0", "--amqp-port", "0"],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -199,6 +201,7 @@ def run_hub(tmp_path: Path, manifest: Dict[str, Any]) -> Iterator[Hub]:
                 time.sleep(0.1)
         h.mqtt_port = int(status["mqtt"].rsplit(":", 1)[1])
         h.https_port = int(status["https"].rsplit(":", 1)[1])
+        h.amqp_port = int(status["amqp"].rsplit(":", 1)[1])
         yield h
     finally:
         h.stop()

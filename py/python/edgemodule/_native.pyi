@@ -40,8 +40,9 @@ __all__ = [
 __version__: str
 ERROR_KINDS: Tuple[str, ...]
 # The factories' keyword options (`**options` of create_from_connection_string and
-# create_from_edge_environment): keep_alive, ..., mqtt_port, https_port, transport (a core
-# transport name: "mqtt" (default) or "mqtt_ws"), proxy ("http://[user:password@]host[:port]").
+# create_from_edge_environment): keep_alive, ..., mqtt_port, https_port, amqp_port, transport (a
+# core transport name: "mqtt" (default), "mqtt_ws" or "amqp"), proxy
+# ("http://[user:password@]host[:port]").
 OPTION_NAMES: Tuple[str, ...]
 
 _Body = Union[bytes, bytearray, str]
@@ -88,6 +89,7 @@ class Message:
     def get_size(self) -> int: ...
     def complete(self) -> None: ...
     def abandon(self) -> None: ...
+    def reject(self) -> None: ...
 
 @final
 class MethodRequest:
