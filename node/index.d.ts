@@ -49,8 +49,16 @@ export declare class Message {
    * returned. Throws `INVALID_STATE` when the message was already settled or was not received.
    */
   complete(): void
-  /** Gives a received message back unacknowledged; the hub delivers it again after a reconnect. */
+  /**
+   * Gives a received message back for another delivery: over AMQP the hub delivers it again
+   * at once; over MQTT (no negative acknowledgement) after the next reconnect.
+   */
   abandon(): void
+  /**
+   * Refuses a received message for good: over AMQP the hub drops it; over MQTT it is
+   * acknowledged, so it is not delivered again either.
+   */
+  reject(): void
 }
 
 /** A direct-method call to this module. */
@@ -97,8 +105,8 @@ export declare class ModuleClient {
   invokeMethod(deviceId: string, moduleId: string | undefined | null, params: MethodParams): Promise<MethodResult>
   /**
    * Calls `handler` with each message arriving on input `inputName`, or with `null` on every
-   * input that has no handler of its own. Settle each message with `complete()` or `abandon()`,
-   * now or later. Registering the same input again replaces the handler.
+   * input that has no handler of its own. Settle each message with `complete()`, `abandon()` or
+   * `reject()`, now or later. Registering the same input again replaces the handler.
    */
   onInputMessage(inputName: string | undefined | null, handler: (message: Message) => unknown): void
   /**
@@ -170,10 +178,14 @@ export interface ClientOptions {
    * EDGEMODULE_HTTPS_PORT).
    */
   httpsPort?: number
+  /** The hub's AMQPS port, for the `'amqp'` transport (default 5671, or EDGEMODULE_AMQP_PORT). */
+  amqpPort?: number
   /**
    * The transport, by the core's name (case-insensitive): `'mqtt'` (MQTT over TLS, the
-   * default) or `'mqtt_ws'` (MQTT over WebSocket over TLS on the HTTPS port, for networks that
-   * only let 443 out). More may come, hence `string`; an unknown name rejects with
+   * default), `'mqtt_ws'` (MQTT over WebSocket over TLS on the HTTPS port, for networks that
+   * only let 443 out), `'amqp'` (AMQP 1.0 over TLS on the AMQPS port; no user topics) or
+   * `'amqp_ws'` (AMQP over WebSocket over TLS on the HTTPS port). More may come, hence
+   * `string`; an unknown name rejects with
    * INVALID_ARGUMENT listing the accepted ones.
    */
   transport?: string

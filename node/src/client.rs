@@ -196,8 +196,8 @@ impl ModuleClient {
     }
 
     /// Calls `handler` with each message arriving on input `inputName`, or with `null` on every
-    /// input that has no handler of its own. Settle each message with `complete()` or `abandon()`,
-    /// now or later. Registering the same input again replaces the handler.
+    /// input that has no handler of its own. Settle each message with `complete()`, `abandon()` or
+    /// `reject()`, now or later. Registering the same input again replaces the handler.
     #[napi(catch_unwind)]
     pub fn on_input_message(
         &self,

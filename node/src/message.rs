@@ -1,5 +1,5 @@
 //! `Message`: a body plus system and application properties. Received messages also carry the
-//! acknowledgement handle behind `complete()` and `abandon()`.
+//! acknowledgement handle behind `complete()`, `abandon()` and `reject()`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,10 +155,18 @@ impl Message {
         self.settle(&env, InputMessage::complete)
     }
 
-    /// Gives a received message back unacknowledged; the hub delivers it again after a reconnect.
+    /// Gives a received message back for another delivery: over AMQP the hub delivers it again
+    /// at once; over MQTT (no negative acknowledgement) after the next reconnect.
     #[napi(catch_unwind)]
     pub fn abandon(&self, env: Env) -> napi::Result<()> {
         self.settle(&env, InputMessage::abandon)
+    }
+
+    /// Refuses a received message for good: over AMQP the hub drops it; over MQTT it is
+    /// acknowledged, so it is not delivered again either.
+    #[napi(catch_unwind)]
+    pub fn reject(&self, env: Env) -> napi::Result<()> {
+        self.settle(&env, InputMessage::reject)
     }
 }
 
@@ -170,7 +178,7 @@ impl Message {
                 env,
                 &edgemodule_core::Error::new(
                     edgemodule_core::ErrorKind::InvalidState,
-                    "only a received message can be completed or abandoned",
+                    "only a received message can be completed, abandoned or rejected",
                 ),
             )),
         }

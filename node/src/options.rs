@@ -31,9 +31,13 @@ pub struct ClientOptions {
     /// The hub's HTTPS port, for `invokeMethod` and the WebSocket transport (default 443, or
     /// EDGEMODULE_HTTPS_PORT).
     pub https_port: Option<f64>,
+    /// The hub's AMQPS port, for the `'amqp'` transport (default 5671, or EDGEMODULE_AMQP_PORT).
+    pub amqp_port: Option<f64>,
     /// The transport, by the core's name (case-insensitive): `'mqtt'` (MQTT over TLS, the
-    /// default) or `'mqtt_ws'` (MQTT over WebSocket over TLS on the HTTPS port, for networks that
-    /// only let 443 out). More may come, hence `string`; an unknown name rejects with
+    /// default), `'mqtt_ws'` (MQTT over WebSocket over TLS on the HTTPS port, for networks that
+    /// only let 443 out), `'amqp'` (AMQP 1.0 over TLS on the AMQPS port; no user topics) or
+    /// `'amqp_ws'` (AMQP over WebSocket over TLS on the HTTPS port). More may come, hence
+    /// `string`; an unknown name rejects with
     /// INVALID_ARGUMENT listing the accepted ones.
     pub transport: Option<String>,
     /// An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`
@@ -106,6 +110,9 @@ impl ClientOptions {
         }
         if let Some(v) = self.https_port {
             o.https_port = Some(integer("httpsPort", v, 65535.0)? as u16);
+        }
+        if let Some(v) = self.amqp_port {
+            o.amqp_port = Some(integer("amqpPort", v, 65535.0)? as u16);
         }
         if let Some(v) = &self.transport {
             o.transport = v.parse::<Transport>()?;

@@ -48,6 +48,7 @@ export class Hub {
     this.ca = ca
     this.mqttPort = Number(status.mqtt.split(':').pop())
     this.httpsPort = Number(status.https.split(':').pop())
+    this.amqpPort = Number(status.amqp.split(':').pop())
     this.deviceId = status.device
   }
 
@@ -78,6 +79,7 @@ export class Hub {
       ca: this.ca,
       mqttPort: this.mqttPort,
       httpsPort: this.httpsPort,
+      amqpPort: this.amqpPort,
       timeoutMs: 10_000,
       connectTimeoutMs: 5_000,
       ...extra,
@@ -133,7 +135,10 @@ export async function startHub(deployment = DEFAULT_DEPLOYMENT) {
   await writeFile(file, JSON.stringify(deployment))
   const child = spawn(
     HUB_BIN,
-    ['start', '--deployment', file, '--state-dir', dir, '--bind', '127.0.0.1', '--mqtt-port', '0', '--https-port', '0'],
+    [
+      'start', '--deployment', file, '--state-dir', dir, '--bind', '127.0.0.1',
+      '--mqtt-port', '0', '--https-port', '0', '--amqp-port', '0',
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   )
   let stderr = ''

@@ -30,6 +30,7 @@ export async function usage(cs: string, ca: string): Promise<void> {
     connectTimeoutMs: 5_000,
     mqttPort: 8883,
     httpsPort: 443,
+    amqpPort: 5671,
     transport: 'mqtt_ws',
     proxy: 'http://proxy.local:3128',
     productInfo: 'example/1.0',
@@ -55,6 +56,10 @@ export async function usage(cs: string, ca: string): Promise<void> {
     setTimeout(() => (text.length > 0 && input ? m.complete() : m.abandon()), 10)
   })
   client.onInputMessage(null, async (m) => m.complete())
+  client.onInputMessage('in2', (m: Message) => {
+    const settled: void = m.reject()
+    return settled
+  })
 
   const twin: Twin = await client.getTwin()
   const threshold: number = twin.desired.threshold
