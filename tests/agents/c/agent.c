@@ -229,6 +229,7 @@ static edge_status options(edge_options **out) {
     if (arg("sas_ttl")) edge_options_set_sas_ttl(o, (uint32_t)num("sas_ttl", 0), (uint32_t)num("sas_margin", 0));
     if (arg("mqtt_port")) edge_options_set_mqtt_port(o, (uint16_t)num("mqtt_port", 0));
     if (arg("https_port")) edge_options_set_https_port(o, (uint16_t)num("https_port", 0));
+    if (arg("amqp_port")) edge_options_set_amqp_port(o, (uint16_t)num("amqp_port", 0));
     if (arg("transport")) st = edge_options_set_transport(o, arg("transport"));
     if (st == EDGE_STATUS_OK && arg("proxy")) st = edge_options_set_proxy(o, arg("proxy"));
     if (st != EDGE_STATUS_OK) {
@@ -286,10 +287,11 @@ static edge_status run(const char *verb, buf *out, const char **agent_err) {
         if (st != EDGE_STATUS_OK) free(r);
         return st;
     }
-    if (strcmp(verb, "complete") == 0 || strcmp(verb, "abandon") == 0) {
+    if (strcmp(verb, "complete") == 0 || strcmp(verb, "abandon") == 0 || strcmp(verb, "reject") == 0) {
         edge_message *m = take(1, 1); /* kept: a second settle must reach the library */
         if (!m) return *agent_err = "unknown id", EDGE_STATUS_OK;
-        return verb[0] == 'c' ? edge_message_complete(m) : edge_message_abandon(m);
+        if (verb[0] == 'c') return edge_message_complete(m);
+        return verb[0] == 'a' ? edge_message_abandon(m) : edge_message_reject(m);
     }
     if (strcmp(verb, "on_method") == 0) {
         reg *r = new_reg(arg("name"));

@@ -60,6 +60,7 @@ function options (a) {
   if (a.sas_ttl) { o.sasTtl = Number(a.sas_ttl); o.sasRenewalMargin = Number(a.sas_margin) }
   if (a.mqtt_port) o.mqttPort = Number(a.mqtt_port)
   if (a.https_port) o.httpsPort = Number(a.https_port)
+  if (a.amqp_port) o.amqpPort = Number(a.amqp_port)
   if (a.transport !== undefined) o.transport = a.transport
   if (a.proxy !== undefined) o.proxy = a.proxy
   if (a.ca) o.ca = a.ca
@@ -96,6 +97,7 @@ async function run (verb, a) {
     }
     case 'complete': take(a, true).complete(); return ''
     case 'abandon': take(a, true).abandon(); return ''
+    case 'reject': take(a, true).reject(); return ''
     case 'on_method': {
       const handler = a.name ?? '*'
       const defer = a.mode === 'defer'

@@ -77,7 +77,7 @@ def options(a):
     if "sas_ttl" in a:
         o["sastoken_ttl"] = int(a["sas_ttl"])
         o["sastoken_renewal_margin"] = int(a["sas_margin"])
-    for k in ("mqtt_port", "https_port"):
+    for k in ("mqtt_port", "https_port", "amqp_port"):
         if k in a:
             o[k] = int(a[k])
     for k in ("transport", "proxy"):
@@ -162,6 +162,8 @@ def run(verb, a):
         take(a, keep=True).complete()
     elif verb == "abandon":
         take(a, keep=True).abandon()
+    elif verb == "reject":
+        take(a, keep=True).reject()
     elif verb == "on_method":
         status = int(a.get("status", "200"))
         client().on_method(a.get("name"), method_handler(a.get("name", "*"), a.get("mode", "auto"), status))

@@ -109,6 +109,9 @@ fn options(a: &HashMap<String, String>) -> Result<ClientOptions, Error> {
     if let Some(p) = num("https_port") {
         o = o.with_https_port(p as u16);
     }
+    if let Some(p) = num("amqp_port") {
+        o = o.with_amqp_port(p as u16);
+    }
     if let Some(t) = a.get("transport") {
         o = o.with_transport(t.parse::<Transport>()?);
     }
@@ -239,10 +242,15 @@ async fn run(
             h.messages.insert(id.clone(), m);
             Ok(format!("id={id} {fields}"))
         }
-        "complete" | "abandon" => {
+        "complete" | "abandon" | "reject" => {
             let h = held.lock().unwrap();
             let m = h.messages.get(need(a, "id")?).ok_or_else(|| bad("unknown id".into()))?;
-            Ok(if verb == "complete" { m.complete() } else { m.abandon() }.map(|_| String::new())?)
+            let settled = match verb {
+                "complete" => m.complete(),
+                "abandon" => m.abandon(),
+                _ => m.reject(),
+            };
+            Ok(settled.map(|_| String::new())?)
         }
         "on_method" => {
             let handler = a.get("name").cloned().unwrap_or_else(|| "*".into());

@@ -15,7 +15,8 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 /// The transports every scenario runs over, by the core's names (`Transport::name`). The one
 /// place to add a transport: append it here once the hub serves it.
-const TRANSPORTS: &[Transport] = &[Transport::Mqtt, Transport::MqttWebSocket];
+const TRANSPORTS: &[Transport] =
+    &[Transport::Mqtt, Transport::MqttWebSocket, Transport::Amqp, Transport::AmqpWebSocket];
 
 fn scenarios() -> Vec<std::path::PathBuf> {
     let dir = repo_root().join("tests/scenarios");

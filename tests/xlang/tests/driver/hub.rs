@@ -54,6 +54,7 @@ pub struct Hub {
     pub running: Option<RunningHub>,
     pub mqtt_port: u16,
     pub https_port: u16,
+    pub amqp_port: u16,
 }
 
 impl Hub {
@@ -61,8 +62,15 @@ impl Hub {
         let dir = tempfile::Builder::new().prefix("xlang").tempdir().map_err(|e| e.to_string())?;
         StateDir::init(dir.path(), "localhost").map_err(|e| e.to_string())?;
         let deployment = dir.path().join("deployment.json");
-        let mut hub =
-            Hub { dir, deployment, mqtt_broker: mqtt_broker.cloned(), running: None, mqtt_port: 0, https_port: 0 };
+        let mut hub = Hub {
+            dir,
+            deployment,
+            mqtt_broker: mqtt_broker.cloned(),
+            running: None,
+            mqtt_port: 0,
+            https_port: 0,
+            amqp_port: 0,
+        };
         hub.write_deployment(agent_desired)?;
         hub.up().await?;
         Ok(hub)
@@ -81,9 +89,11 @@ impl Hub {
         let mut config = HubConfig::new(self.dir.path(), &self.deployment);
         config.mqtt_port = self.mqtt_port;
         config.https_port = self.https_port;
+        config.amqp_port = Some(self.amqp_port);
         let running = start(config).await?;
         self.mqtt_port = running.mqtt_addr.port();
         self.https_port = running.https_addr.port();
+        self.amqp_port = running.amqp_addr.ok_or("the hub serves no AMQP")?.port();
         self.running = Some(running);
         Ok(())
     }
@@ -122,9 +132,12 @@ impl Hub {
         )
     }
 
-    /// The environment edgeAgent would give the module (IOTEDGE_* + the workload socket + ports).
+    /// The environment edgeAgent would give the module (IOTEDGE_* + the workload socket + ports,
+    /// the AMQP port included).
     pub fn module_env(&self, module: &str) -> Result<BTreeMap<String, String>, String> {
         let r = self.running.as_ref().ok_or("the hub is stopped")?;
-        Ok(edgemodule_hub::control::module_env(&r.hub, module, r.mqtt_addr, r.https_addr))
+        let listeners =
+            edgemodule_hub::control::Listeners { mqtt: r.mqtt_addr, https: r.https_addr, amqp: r.amqp_addr };
+        Ok(edgemodule_hub::control::module_env_for(&r.hub, module, listeners))
     }
 }

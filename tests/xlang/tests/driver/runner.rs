@@ -101,14 +101,20 @@ pub async fn run(
 ) -> Result<Outcome, String> {
     let hub = Hub::start(&scenario.agent_desired, scenario.mqtt_broker.as_ref()).await?;
     // Over any transport but MQTT over TLS, the agent is told an MQTT port nothing listens on
-    // (`${mqtt_port}`, EDGEMODULE_MQTT_PORT), so a binding that ignored the transport option
-    // could not connect and the trial fails instead of silently testing MQTT over TLS.
+    // (`${mqtt_port}`, EDGEMODULE_MQTT_PORT), and over any but AMQP over TLS an AMQP port nothing
+    // listens on (`${amqp_port}`, EDGEMODULE_AMQP_PORT), so a binding that ignored the transport
+    // option could not connect and the trial fails instead of silently testing another transport.
     let agent_mqtt_port = match transport {
         Transport::Mqtt => hub.mqtt_port,
         _ => closed_port()?,
     };
+    let agent_amqp_port = match transport {
+        Transport::Amqp => hub.amqp_port,
+        _ => closed_port()?,
+    };
     let mut env = hub.module_env(AGENT)?;
     env.insert("EDGEMODULE_MQTT_PORT".into(), agent_mqtt_port.to_string());
+    env.insert("EDGEMODULE_AMQP_PORT".into(), agent_amqp_port.to_string());
     let agent = match Agent::start(program, args, &env).await? {
         Started::Skip(reason) => {
             hub_down(hub).await;
@@ -133,6 +139,7 @@ pub async fn run(
     vars.insert("ca".into(), hub.ca_pem());
     vars.insert("mqtt_port".into(), agent_mqtt_port.to_string());
     vars.insert("https_port".into(), hub.https_port.to_string());
+    vars.insert("amqp_port".into(), agent_amqp_port.to_string());
     vars.insert("transport".into(), transport.name().into());
     // A JSON string of 140 000 characters: over the 128 KB method payload limit.
     vars.insert("big_json".into(), format!("\"{}\"", "x".repeat(140_000)));
