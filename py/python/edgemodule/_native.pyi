@@ -41,7 +41,7 @@ __version__: str
 ERROR_KINDS: Tuple[str, ...]
 # The factories' keyword options (`**options` of create_from_connection_string and
 # create_from_edge_environment): keep_alive, ..., mqtt_port, https_port, amqp_port, transport (a
-# core transport name: "mqtt" (default), "mqtt_ws" or "amqp"), proxy
+# core transport name: "mqtt" (default), "mqtt_ws", "amqp" or "amqp_ws"), proxy
 # ("http://[user:password@]host[:port]").
 OPTION_NAMES: Tuple[str, ...]
 
