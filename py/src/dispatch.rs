@@ -93,10 +93,13 @@ fn run(rx: mpsc::Receiver<Event>, ctx: Context) {
         if matches!(first, Event::Stop) {
             break;
         }
-        // try_attach: at interpreter shutdown, stop quietly instead of panicking.
-        let stopped = Python::try_attach(|py| {
+        // At interpreter exit, stop quietly instead of panicking (see `exit`).
+        let stopped = crate::exit::attach(|py| {
             handle(py, &ctx, first);
             for _ in 1..BATCH {
+                if crate::exit::exiting() {
+                    return true;
+                }
                 match rx.try_recv() {
                     Ok(Event::Stop) => return true,
                     Ok(event) => handle(py, &ctx, event),
@@ -112,7 +115,7 @@ fn run(rx: mpsc::Receiver<Event>, ctx: Context) {
         }
     }
     if let Some(event_loop) = ctx.event_loop {
-        let _ = Python::try_attach(move |_py| drop(event_loop));
+        let _ = crate::exit::attach(move |_py| drop(event_loop));
     }
 }
 

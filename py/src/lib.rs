@@ -12,6 +12,7 @@ mod client;
 mod convert;
 mod dispatch;
 mod errors;
+mod exit;
 mod logging;
 mod message;
 mod runtime;
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::init()?;
     logging::init();
+    exit::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     let kinds: Vec<&str> = edgemodule_core::ErrorKind::ALL.iter().map(|k| k.name()).collect();
     m.add("ERROR_KINDS", pyo3::types::PyTuple::new(m.py(), kinds)?)?;

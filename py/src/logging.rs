@@ -89,7 +89,7 @@ impl<S: Subscriber> Layer<S> for Forward {
 
 fn forward(rx: mpsc::Receiver<Record>) {
     while let Ok(record) = rx.recv() {
-        let delivered = Python::try_attach(|py| -> PyResult<()> {
+        let delivered = crate::exit::attach(|py| -> PyResult<()> {
             let logger = py.import("logging")?.call_method1("getLogger", ("edgemodule",))?;
             if logger.call_method1("isEnabledFor", (record.level,))?.is_truthy()? {
                 let extra = PyDict::new(py);
