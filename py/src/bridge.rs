@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -95,6 +96,8 @@ struct State {
     registered: AtomicBool,
     /// Unregister the reader once no operation is parked (set by shutdown).
     retiring: AtomicBool,
+    /// An idle-loop wait (`IdleWait`) is scheduled on the loop.
+    idle_wait_scheduled: AtomicBool,
 }
 
 /// The reader callback: drains the socket and polls the woken operations.
@@ -102,6 +105,53 @@ struct State {
 struct Drain {
     state: Arc<State>,
     event_loop: Py<PyAny>,
+}
+
+/// How long the loop, once it has nothing else to run, waits for a parked operation's answer
+/// (a hub round trip is a few tens of microseconds) before it goes to sleep in `select()`. An
+/// answer that comes within it is handled right there: no sleep and wake-up of the loop thread
+/// per `await`. The loop only waits when no callback is ready, so it delays nothing that could
+/// run, and an event on another socket by this window at most.
+const IDLE_WAIT: Duration = Duration::from_micros(60);
+
+/// Scheduled with `call_soon` when an operation parks: runs after whatever is ready, and if
+/// the loop is then idle, waits briefly for a wake-up and drains it.
+#[pyclass(module = "edgemodule._native", name = "_BridgeIdleWait", frozen)]
+struct IdleWait {
+    state: Arc<State>,
+    drain: Py<Drain>,
+}
+
+#[pymethods]
+impl IdleWait {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        self.state.idle_wait_scheduled.store(false, Ordering::Release);
+        let drain = self.drain.bind(py);
+        if self.state.ops.lock().unwrap().is_empty() || !loop_is_idle(py, drain.get().event_loop.bind(py)) {
+            return Ok(());
+        }
+        let signal = &self.state.signal;
+        let woken = py.detach(|| {
+            let give_up = Instant::now() + IDLE_WAIT;
+            while !signal.armed.load(Ordering::Acquire) {
+                if Instant::now() >= give_up {
+                    return false;
+                }
+                std::hint::spin_loop();
+            }
+            true
+        });
+        if woken {
+            drain.call0()?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the asyncio loop has no callback ready to run (asyncio's own loops keep them in
+/// `_ready`; a loop without it is never treated as idle).
+fn loop_is_idle(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> bool {
+    event_loop.getattr(intern!(py, "_ready")).and_then(|r| r.len()).is_ok_and(|n| n == 0)
 }
 
 /// The done callback of parked futures: drops the Rust future of a cancelled one.
@@ -184,6 +234,7 @@ pub struct Bridge {
     create_future: Py<PyAny>,
     drain: Py<Drain>,
     done: Py<Done>,
+    idle_wait: Py<IdleWait>,
     state: Arc<State>,
 }
 
@@ -203,14 +254,17 @@ impl Bridge {
             ops: Mutex::new(HashMap::new()),
             registered: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
+            idle_wait_scheduled: AtomicBool::new(false),
         });
         let drain = Py::new(py, Drain { state: state.clone(), event_loop: event_loop.clone().unbind() })?;
         let done = Py::new(py, Done { state: state.clone() })?;
+        let idle_wait = Py::new(py, IdleWait { state: state.clone(), drain: drain.clone_ref(py) })?;
         let bridge = Bridge {
             event_loop: event_loop.clone().unbind(),
             create_future: event_loop.getattr(intern!(py, "create_future"))?.unbind(),
             drain,
             done,
+            idle_wait,
             state,
         };
         if !bridge.register(py) {
@@ -258,6 +312,9 @@ impl Bridge {
                 }
                 self.state.ops.lock().unwrap().insert(key, Entry { fut: pyfut.clone().unbind(), op, waker });
                 pyfut.call_method1(intern!(py, "add_done_callback"), (self.done.bind(py),))?;
+                if !self.state.idle_wait_scheduled.swap(true, Ordering::AcqRel) {
+                    self.event_loop.bind(py).call_method1(intern!(py, "call_soon"), (self.idle_wait.bind(py),))?;
+                }
             }
         }
         Ok(pyfut)
