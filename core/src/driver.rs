@@ -81,6 +81,20 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Answers the command's caller with `err` instead of carrying it out (a close is simply
+    /// acknowledged; settlements and the inputs subscription have no caller waiting).
+    pub(crate) fn fail(self, err: Error) {
+        match self {
+            Command::Publish { done, .. } | Command::MethodResponse { done, .. } => drop(done.send(Err(err))),
+            Command::Twin { done, .. } => drop(done.send(Err(err))),
+            Command::Subscribe { done, .. } | Command::Unsubscribe { done, .. } => drop(done.send(Err(err))),
+            Command::Close { done } => drop(done.send(())),
+            Command::Settle { .. } | Command::SubscribeInputs => {}
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) enum TwinOp {
     Get,
@@ -575,18 +589,8 @@ impl Driver {
 
     fn enqueue(&mut self, cmd: Command) {
         if self.queue.len() >= self.options.queue_bound {
-            let err =
-                || Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
-            match cmd {
-                Command::Publish { done, .. } | Command::MethodResponse { done, .. } => {
-                    let _ = done.send(Err(err()));
-                }
-                Command::Twin { done, .. } => {
-                    let _ = done.send(Err(err()));
-                }
-                _ => {}
-            }
-            return;
+            let err = Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
+            return cmd.fail(err);
         }
         self.queue.push_back(cmd);
         self.publish_queue_depth();
@@ -849,21 +853,7 @@ impl Driver {
         let leftover: Vec<Command> =
             self.queue.drain(..).chain(std::iter::from_fn(|| self.commands.try_recv().ok())).collect();
         for cmd in leftover {
-            match cmd {
-                Command::Publish { done, .. } | Command::MethodResponse { done, .. } => {
-                    let _ = done.send(Err(err()));
-                }
-                Command::Twin { done, .. } => {
-                    let _ = done.send(Err(err()));
-                }
-                Command::Subscribe { done, .. } | Command::Unsubscribe { done, .. } => {
-                    let _ = done.send(Err(err()));
-                }
-                Command::Close { done } => {
-                    let _ = done.send(());
-                }
-                _ => {}
-            }
+            cmd.fail(err());
         }
     }
 }

@@ -466,13 +466,7 @@ impl AmqpDriver {
         }
         self.p.commands.close();
         while let Ok(cmd) = self.p.commands.try_recv() {
-            match cmd {
-                Command::Publish { done, .. } | Command::MethodResponse { done, .. } => drop(done.send(Err(err()))),
-                Command::Twin { done, .. } => drop(done.send(Err(err()))),
-                Command::Subscribe { done, .. } | Command::Unsubscribe { done, .. } => drop(done.send(Err(err()))),
-                Command::Close { done } => drop(done.send(())),
-                Command::Settle { .. } | Command::SubscribeInputs => {}
-            }
+            cmd.fail(err());
         }
     }
 }
