@@ -31,15 +31,6 @@ async fn client(hub: &TestHub, module: &str, options: ClientOptions) -> ModuleCl
     ModuleClient::from_connection_string(&hub.connection_string(module), Some(&hub.ca_pem()), options).await.unwrap()
 }
 
-/// Waits (bounded) until the hub holds `n` unacknowledged deliveries for `module`.
-async fn pending_becomes(hub: &TestHub, module: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while hub.hub().store.pending_count(module).unwrap() != n {
-        assert!(tokio::time::Instant::now() < deadline, "pending for {module} never became {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn outputs_are_routed_to_inputs_and_completed_by_disposition() {
     bounded(async {
@@ -56,9 +47,9 @@ async fn outputs_are_routed_to_inputs_and_completed_by_disposition() {
         assert_eq!((m.body().as_ref(), got.input_name()), (&b"{\"t\":1}"[..], Some("in1")));
         assert_eq!((m.property("k/2"), m.message_id()), (Some("a&b=c"), Some("m-1")));
         assert_eq!(m.connection_module_id(), Some("sender"));
-        pending_becomes(&hub, "receiver", 1).await;
+        hub.pending_becomes("receiver", 1).await;
         got.complete().unwrap();
-        pending_becomes(&hub, "receiver", 0).await;
+        hub.pending_becomes("receiver", 0).await;
         assert_eq!(sender.metrics().acknowledged, 1);
         let refused = sender.publish("user/topic", "x", Qos::AtLeastOnce, false).await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Unsupported);
@@ -257,9 +248,9 @@ async fn over_websocket_outputs_are_routed_and_twin_and_methods_work() {
         assert_eq!((m.body().as_ref(), got.input_name()), (&b"{\"t\":2}"[..], Some("in1")));
         assert_eq!((m.property("k/2"), m.message_id()), (Some("a&b=c"), Some("m-ws")));
         assert_eq!(m.connection_module_id(), Some("sender"));
-        pending_becomes(&hub, "receiver", 1).await;
+        hub.pending_becomes("receiver", 1).await;
         got.complete().unwrap();
-        pending_becomes(&hub, "receiver", 0).await;
+        hub.pending_becomes("receiver", 0).await;
         // A 200 KB message spans many AMQP frames and WebSocket messages.
         let big: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
         sender.send_to_output("out1", Message::new(big.clone())).await.unwrap();

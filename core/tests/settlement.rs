@@ -23,15 +23,6 @@ fn body(m: &InputMessage) -> String {
     String::from_utf8(m.message().body().to_vec()).unwrap()
 }
 
-/// Waits (bounded) until the hub holds `n` undelivered or unacknowledged messages for `module`.
-async fn stored_becomes(hub: &TestHub, module: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while hub.hub().store.pending_count(module).unwrap() != n {
-        assert!(tokio::time::Instant::now() < deadline, "stored messages for {module} never became {n}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// After a reconnect, the first message on in1 is `marker`: nothing settled away came back.
 async fn first_after_reconnect_is(hub: &TestHub, sender: &ModuleClient, transport: Transport, marker: &str) {
     let again = client(hub, "receiver", transport).await;
@@ -57,7 +48,7 @@ async fn over_amqp_abandon_redelivers_at_once_and_reject_drops() {
         assert_eq!((body(&first), body(&again)), ("a".into(), "a".into()));
         assert_eq!(receiver.metrics().reconnects, 0, "released, not redelivered by a reconnect");
         again.reject().unwrap();
-        stored_becomes(&hub, "receiver", 0).await;
+        hub.pending_becomes("receiver", 0).await;
         assert!(again.complete().is_err(), "a message settles once");
         receiver.close().await.unwrap();
         first_after_reconnect_is(&hub, &sender, Transport::Amqp, "after").await;
@@ -75,11 +66,11 @@ async fn over_mqtt_reject_acknowledges_and_abandon_waits_for_a_reconnect() {
         sender.send_to_output("out1", Message::new("rejected")).await.unwrap();
         let m = next(&mut in1).await;
         m.reject().unwrap();
-        stored_becomes(&hub, "receiver", 0).await;
+        hub.pending_becomes("receiver", 0).await;
         sender.send_to_output("out1", Message::new("abandoned")).await.unwrap();
         let m = next(&mut in1).await;
         m.abandon().unwrap();
-        stored_becomes(&hub, "receiver", 1).await;
+        hub.pending_becomes("receiver", 1).await;
         receiver.close().await.unwrap();
         let again = client(&hub, "receiver", Transport::Mqtt).await;
         let mut in1 = again.input_receiver("in1").unwrap();

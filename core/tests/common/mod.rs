@@ -105,6 +105,16 @@ impl TestHub {
             .with_connect_timeout(Duration::from_secs(5))
     }
 
+    /// Waits (bounded) until the hub holds `n` undelivered or unacknowledged messages for
+    /// `module` (the store has no change event to await).
+    pub async fn pending_becomes(&self, module: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.hub().store.pending_count(module).unwrap() != n {
+            assert!(tokio::time::Instant::now() < deadline, "pending for {module} never became {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn client(&self, module: &str) -> ModuleClient {
         ModuleClient::from_connection_string(&self.connection_string(module), Some(&self.ca_pem()), self.options())
             .await
