@@ -67,28 +67,48 @@ impl Wake for Signal {
 }
 
 impl Signal {
-    /// Spins, then parks, until woken (true) or `give_up` passes (false). The later part of the
-    /// spin yields the CPU to any other runnable thread, so on a busy machine spinning does not
-    /// delay the very threads (driver, hub) whose work it waits for.
+    /// Spins, then parks, until woken (true) or `give_up` passes (false).
     fn wait_until(&self, give_up: Option<Instant>) -> bool {
-        let started = Instant::now();
-        while !self.woken.swap(false, Ordering::Acquire) {
-            let now = Instant::now();
-            if give_up.is_some_and(|g| now >= g) {
-                return false;
+        let woken = || self.woken.swap(false, Ordering::Acquire);
+        let window =
+            give_up.map_or(SPIN_BEFORE_PARK, |g| g.saturating_duration_since(Instant::now()).min(SPIN_BEFORE_PARK));
+        if spin_until(window, woken) {
+            return true;
+        }
+        loop {
+            if woken() {
+                return true;
             }
-            let spun = now.duration_since(started);
-            if spun < SPIN_BEFORE_PARK / 4 {
-                std::hint::spin_loop();
-            } else if spun < SPIN_BEFORE_PARK {
-                thread::yield_now();
-            } else if let Some(g) = give_up {
-                thread::park_timeout(g - now);
-            } else {
-                thread::park();
+            let now = Instant::now();
+            match give_up {
+                Some(g) if now >= g => return false,
+                Some(g) => thread::park_timeout(g - now),
+                None => thread::park(),
             }
         }
-        true
+    }
+}
+
+/// Keeps the calling thread on its CPU for up to `window`, until `ready` returns true (then
+/// true; false once the window passed). For a thread about to sleep while it waits for an
+/// answer another thread produces within microseconds: a sleep and wake-up costs more than the
+/// wait. The later three quarters of the window yield the CPU to any other runnable thread, so
+/// on a busy machine the spin does not delay the very threads (driver, hub) it waits for.
+pub fn spin_until(window: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if ready() {
+            return true;
+        }
+        let spun = started.elapsed();
+        if spun >= window {
+            return false;
+        }
+        if spun < window / 4 {
+            std::hint::spin_loop();
+        } else {
+            thread::yield_now();
+        }
     }
 }
 
@@ -130,5 +150,25 @@ mod tests {
         let rt = runtime();
         let sleep = std::pin::pin!(async { tokio::time::sleep(Duration::from_millis(10)).await });
         assert_eq!(wait(rt.handle(), sleep, Some(Duration::from_secs(5))), Some(()));
+    }
+
+    #[test]
+    fn a_spin_sees_what_another_thread_sets_and_gives_up_after_its_window() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let setter = {
+            let flag = flag.clone();
+            thread::spawn(move || flag.store(true, Ordering::Release))
+        };
+        assert!(spin_until(Duration::from_secs(5), || flag.load(Ordering::Acquire)));
+        setter.join().unwrap();
+
+        let mut asked = 0;
+        let started = Instant::now();
+        assert!(!spin_until(Duration::from_millis(5), || {
+            asked += 1;
+            false
+        }));
+        assert!(started.elapsed() >= Duration::from_millis(5));
+        assert!(asked > 1, "the condition is asked again while spinning");
     }
 }

@@ -23,8 +23,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use edgemodule_core::runtime::spin_until;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::{intern, IntoPyObjectExt};
@@ -131,16 +132,7 @@ impl IdleWait {
             return Ok(());
         }
         let signal = &self.state.signal;
-        let woken = py.detach(|| {
-            let give_up = Instant::now() + IDLE_WAIT;
-            while !signal.armed.load(Ordering::Acquire) {
-                if Instant::now() >= give_up {
-                    return false;
-                }
-                std::hint::spin_loop();
-            }
-            true
-        });
+        let woken = py.detach(|| spin_until(IDLE_WAIT, || signal.armed.load(Ordering::Acquire)));
         if woken {
             drain.call0()?;
         }
