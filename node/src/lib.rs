@@ -3,6 +3,7 @@
 
 mod client;
 mod errors;
+mod idle_spin;
 mod message;
 mod options;
 mod pump;

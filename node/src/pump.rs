@@ -28,6 +28,7 @@ use napi::bindgen_prelude::{FromNapiValue, PromiseRaw, ToNapiValue};
 use napi::{sys, Env};
 
 use crate::errors::to_js;
+use crate::idle_spin::{self, Watch};
 
 /// What a pump's JavaScript-thread callback does with each item.
 pub trait Item: Send + 'static {
@@ -44,6 +45,8 @@ pub trait Item: Send + 'static {
 pub struct PumpState {
     /// Promises created and not settled yet (settler only).
     pending: AtomicUsize,
+    /// Of those, futures polled on the JavaScript thread that have not finished (settler only).
+    awaiting: AtomicUsize,
 }
 
 struct Raw(sys::napi_threadsafe_function);
@@ -58,6 +61,8 @@ struct Queue<T> {
 
 struct Shared<T> {
     queue: Mutex<Queue<T>>,
+    /// Whether `queue` holds items: read without the lock by the idle spin.
+    queued: AtomicBool,
     state: PumpState,
 }
 
@@ -84,6 +89,7 @@ impl<T: Item> Pump<T> {
     fn create(env: sys::napi_env, func: sys::napi_value) -> napi::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { items: Vec::new(), tsfn: None }),
+            queued: AtomicBool::new(false),
             state: PumpState::default(),
         });
         let context = Box::into_raw(Box::new(shared.clone())).cast::<c_void>();
@@ -130,6 +136,7 @@ impl<T: Item> Pump<T> {
         let was_empty = q.items.is_empty();
         q.items.extend(items);
         if was_empty && !q.items.is_empty() {
+            self.shared.queued.store(true, Ordering::Release);
             // SAFETY: `raw` is live: it is cleared under this lock before Node frees it.
             let status = unsafe {
                 sys::napi_call_threadsafe_function(raw, ptr::null_mut(), sys::ThreadsafeFunctionCallMode::nonblocking)
@@ -193,7 +200,11 @@ unsafe extern "C" fn call_js<T: Item>(
     }
     // SAFETY: `context` is the boxed `Arc` from `create`, alive until `finalize`.
     let shared = unsafe { &*context.cast::<Arc<Shared<T>>>() };
-    let items = std::mem::take(&mut shared.lock().items);
+    let items = {
+        let mut q = shared.lock();
+        shared.queued.store(false, Ordering::Release);
+        std::mem::take(&mut q.items)
+    };
     for item in items {
         let mut scope = ptr::null_mut();
         // SAFETY: on the JavaScript thread with its live `env`.
@@ -209,6 +220,15 @@ unsafe extern "C" fn call_js<T: Item>(
             }
             sys::napi_close_handle_scope(env, scope);
         }
+    }
+}
+
+impl Watch for Shared<Completion> {
+    fn awaiting(&self) -> bool {
+        self.state.awaiting.load(Ordering::Relaxed) > 0
+    }
+    fn queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
     }
 }
 
@@ -273,7 +293,10 @@ impl Item for Completion {
         let (deferred, outcome) = match self {
             Completion::Done { deferred, outcome } => (deferred, outcome),
             Completion::Poll(local) => match local.poll() {
-                Some(done) => done,
+                Some(done) => {
+                    state.awaiting.fetch_sub(1, Ordering::Relaxed);
+                    done
+                }
                 None => return sys::Status::napi_ok,
             },
         };
@@ -330,6 +353,7 @@ fn settler(env: sys::napi_env) -> napi::Result<(Pump<Completion>, Option<tokio::
         }
         let pump = Pump::create(env, ptr::null_mut())?;
         pump.set_ref(env, false);
+        idle_spin::install(env, pump.shared.clone());
         let runtime = napi::bindgen_prelude::within_runtime_if_available(tokio::runtime::Handle::try_current).ok();
         *s = Some(Settler { env: env as usize, pump: pump.clone(), runtime: runtime.clone() });
         Ok((pump, runtime))
@@ -396,11 +420,16 @@ where
         deferred,
         pump,
     });
-    if let Some((deferred, outcome)) = local.poll() {
+    let state = &local.pump.shared.state;
+    match local.poll() {
         // SAFETY: on the JavaScript thread of `env`; the deferred was just created there and is
         // settled only here (the future is gone, so no later poll can finish it again).
-        unsafe { finish(env.raw(), &local.pump.shared.state, deferred, outcome) };
-    }
+        Some((deferred, outcome)) => unsafe { finish(env.raw(), state, deferred, outcome) },
+        None => {
+            state.awaiting.fetch_add(1, Ordering::Relaxed);
+            sys::Status::napi_ok
+        }
+    };
     Ok(promise)
 }
 
