@@ -411,7 +411,7 @@ PUBACK:\n"
     s
 }
 
-const READING: [&str; 5] = [
+const READING: [&str; 6] = [
     "**Official SDK round trips** are ~44 ms as shipped: neither SDK sets TCP_NODELAY, so in a send → \
      receive → send loop Nagle holds the next PUBLISH until the peer's delayed ACK (see \
      `../shared/baselines.md`). Every edgemodule binding inherits the core's TCP_NODELAY socket.",
@@ -420,6 +420,12 @@ const READING: [&str; 5] = [
      calls, which hand 100 messages to the core in one call.",
     "**Receive** in the core is below raw rumqttc because each message crosses two tasks (driver → \
      receiver, `complete()` → driver) where rumqttc acknowledges inside its event loop.",
+    "**(a) for the Rust core** awaits each send from `#[tokio::main]`'s own thread, as a Rust module's \
+     `main` would: every send crosses threads twice (command to the runtime worker running the \
+     connection task, acknowledgement back) and that thread sleeps in between. Raw rumqttc's \
+     \"await each\" is its event loop with one message in flight and the publisher's queue already \
+     full, one crossing per message; that is the gap in the core-vs-rumqttc row. The C, Python and Node \
+     bindings wait by spinning briefly before they sleep, so they outrun the core on this shape.",
     "**RSS**: the bare runtime is the process before the SDK is imported (Python, Node) or before the \
      client exists (Rust, C; the library is already mapped). The official SDKs' figures include their \
      module graph; edgemodule's include the native library and the core's runtime threads.",
