@@ -411,7 +411,7 @@ impl ModuleClient {
             crate::options::Transport::Amqp | crate::options::Transport::AmqpWebSocket => {
                 tokio::spawn(crate::amqp::driver::run(parts, first_tx))
             }
-            _ => tokio::spawn(Driver::new(parts).run(first_tx)),
+            _ => tokio::spawn(crate::connection_task::supervise(Driver::new(parts), first_tx)),
         };
         first_rx.await.map_err(|_| Error::new(ErrorKind::Internal, "the connection task ended unexpectedly"))??;
         Ok(ModuleClient {

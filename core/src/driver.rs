@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::client::{Counters, Handlers, InputMessage, MethodRequest, Qos, Settlement, TopicMessage};
+use crate::connection_task::{ConnectionTask, Ended};
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::ModuleIdentity;
 use crate::message::Message;
@@ -101,13 +102,6 @@ pub(crate) enum TwinOp {
     PatchReported(Bytes),
 }
 
-/// How one connection ended.
-enum Ended {
-    Closed(oneshot::Sender<()>),
-    Renew,
-    Lost(DisconnectReason, String),
-}
-
 /// A user-topic SUBSCRIBE awaiting its SUBACK. Without `tx` it restores an existing subscription
 /// after a reconnect.
 struct PendingSub {
@@ -129,14 +123,7 @@ struct PendingTwin {
 }
 
 pub(crate) struct Driver {
-    identity: ModuleIdentity,
-    options: ClientOptions,
-    tls: Arc<rustls::ClientConfig>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    handlers: Arc<std::sync::Mutex<Handlers>>,
-    state: watch::Sender<ConnectionState>,
-    counters: Arc<Counters>,
-    self_tx: mpsc::UnboundedSender<Command>,
+    p: DriverParts,
     queue: VecDeque<Command>,
     inflight: HashMap<u16, (Publish, oneshot::Sender<Result<()>>)>,
     twins: HashMap<String, PendingTwin>,
@@ -175,14 +162,7 @@ pub(crate) struct DriverParts {
 impl Driver {
     pub(crate) fn new(p: DriverParts) -> Self {
         Driver {
-            identity: p.identity,
-            options: p.options,
-            tls: p.tls,
-            commands: p.commands,
-            handlers: p.handlers,
-            state: p.state,
-            counters: p.counters,
-            self_tx: p.self_tx,
+            p,
             queue: VecDeque::new(),
             inflight: HashMap::new(),
             twins: HashMap::new(),
@@ -202,67 +182,6 @@ impl Driver {
         }
     }
 
-    /// Runs until closed. `first` reports the outcome of the first connection attempt.
-    pub(crate) async fn run(mut self, first: oneshot::Sender<Result<()>>) {
-        let mut first = Some(first);
-        let mut attempt = 0u32;
-        let mut down_since = Instant::now();
-        loop {
-            let connected = match tokio::time::timeout(self.options.connect_timeout, self.connect()).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::timeout("connecting to the hub", self.options.connect_timeout)),
-            };
-            let (stream, token_expiry, leftover) = match connected {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Some(f) = first.take() {
-                        let _ = f.send(Err(e));
-                        return self.set_state(ConnectionState::disconnected(DisconnectReason::Closed));
-                    }
-                    tracing::warn!("reconnect failed: {e}");
-                    if e.kind() == ErrorKind::Unauthorized {
-                        return self.shut_down(DisconnectReason::BadCredential, e);
-                    }
-                    attempt += 1;
-                    self.counters.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    match self.options.retry.delay(attempt, down_since.elapsed()) {
-                        Some(wait) => {
-                            if let Some(done) = self.wait_disconnected(wait).await {
-                                return self.finish_close(done);
-                            }
-                            continue;
-                        }
-                        None => return self.shut_down(DisconnectReason::RetryExpired, e),
-                    }
-                }
-            };
-            attempt = 0;
-            self.epoch += 1;
-            self.set_state(ConnectionState::connected());
-            if let Some(f) = first.take() {
-                let _ = f.send(Ok(()));
-            }
-            let ended = self.serve(stream, token_expiry, leftover).await;
-            self.connection_ended();
-            match ended {
-                Ended::Closed(done) => return self.finish_close(done),
-                Ended::Renew => {
-                    self.counters.token_renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.set_state(ConnectionState::disconnected(DisconnectReason::ExpiredToken));
-                }
-                Ended::Lost(reason, why) => {
-                    tracing::info!("connection lost: {why}");
-                    self.set_state(ConnectionState::disconnected(reason));
-                    if matches!(self.options.retry, crate::retry::RetryPolicy::None) {
-                        return self.shut_down(reason, Error::new(ErrorKind::ConnectionLost, why));
-                    }
-                }
-            }
-            self.counters.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            down_since = Instant::now();
-        }
-    }
-
     /// After a connection ends: unsubscribes in flight are done locally (the filter no longer
     /// delivers) and go out again after the reconnect.
     fn connection_ended(&mut self) {
@@ -272,18 +191,15 @@ impl Driver {
         }
     }
 
-    fn set_state(&self, s: ConnectionState) {
-        self.state.send_replace(s);
-    }
-
     /// Connects; returns the stream, the token expiry and any bytes read past the CONNACK (the hub
     /// may send a persisted session's deliveries in the same segment).
     async fn connect(&mut self) -> Result<(Stream, u64, BytesMut)> {
-        let id = &self.identity;
-        let token = id.credentials.token(&id.hub_host_name, &id.device_id, &id.module_id, self.options.sas_ttl).await?;
-        let mut tls = crate::transport::connect(id, &self.options, &self.tls).await?;
+        let id = &self.p.identity;
+        let token =
+            id.credentials.token(&id.hub_host_name, &id.device_id, &id.module_id, self.p.options.sas_ttl).await?;
+        let mut tls = crate::transport::connect(id, &self.p.options, &self.p.tls).await?;
         let mut connect = Connect::new(format!("{}/{}", id.device_id, id.module_id));
-        connect.keep_alive = self.options.keep_alive.as_secs() as u16;
+        connect.keep_alive = self.p.options.keep_alive.as_secs() as u16;
         connect.clean_session = false;
         connect.login = Some(Login::new(self.username(), token.value));
         let mut buf = BytesMut::new();
@@ -306,12 +222,12 @@ impl Driver {
     }
 
     fn username(&self) -> String {
-        let id = &self.identity;
+        let id = &self.p.identity;
         let product = format!(
             "edgemodule/{}{}{}",
             env!("CARGO_PKG_VERSION"),
-            if self.options.product_info.is_empty() { "" } else { " " },
-            self.options.product_info
+            if self.p.options.product_info.is_empty() { "" } else { " " },
+            self.p.options.product_info
         );
         let mut u = format!(
             "{}/{}/{}/?api-version={API_VERSION}&DeviceClientType={}",
@@ -320,14 +236,14 @@ impl Driver {
             id.module_id,
             encoding::encode(&product)
         );
-        if let Some(m) = &self.options.model_id {
+        if let Some(m) = &self.p.options.model_id {
             u.push_str(&format!("&model-id={}", encoding::encode(m)));
         }
         u
     }
 
     /// Serves one connection until it ends.
-    async fn serve(&mut self, stream: Stream, token_expiry: u64, mut rbuf: BytesMut) -> Ended {
+    async fn serve_stream(&mut self, stream: Stream, token_expiry: u64, mut rbuf: BytesMut) -> Ended {
         let (mut reader, mut writer) = tokio::io::split(stream);
         rbuf.reserve(64 * 1024);
         self.on_connected();
@@ -339,7 +255,7 @@ impl Driver {
             }
         }
         let renew_at = self.renewal_instant(token_expiry);
-        let keepalive = self.options.keep_alive;
+        let keepalive = self.p.options.keep_alive;
         let mut last_read = Instant::now();
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive / 2, keepalive / 2);
         let renew = tokio::time::sleep_until(renew_at);
@@ -371,13 +287,13 @@ impl Driver {
                         }
                     }
                 }
-                cmd = self.commands.recv() => {
+                cmd = self.p.commands.recv() => {
                     let Some(cmd) = cmd else { return Ended::Closed(oneshot::channel().0) };
                     if let Some(done) = self.accept(cmd) {
                         self.disconnect(&mut reader, &mut writer).await;
                         return Ended::Closed(done);
                     }
-                    while let Ok(cmd) = self.commands.try_recv() {
+                    while let Ok(cmd) = self.p.commands.try_recv() {
                         if let Some(done) = self.accept(cmd) {
                             self.disconnect(&mut reader, &mut writer).await;
                             return Ended::Closed(done);
@@ -390,7 +306,7 @@ impl Driver {
                     }
                     let _ = framing::encode(&Packet::PingReq, &mut self.out);
                 }
-                _ = &mut renew, if self.renewing.is_none() && self.identity.credentials.renewable() => {
+                _ = &mut renew, if self.renewing.is_none() && self.p.identity.credentials.renewable() => {
                     self.renewing = Some(Instant::now());
                 }
             }
@@ -426,7 +342,7 @@ impl Driver {
     fn renewal_instant(&self, token_expiry: u64) -> Instant {
         let now = crate::wire::sas::unix_now();
         let left = Duration::from_secs(token_expiry.saturating_sub(now));
-        Instant::now() + left.saturating_sub(self.options.sas_renewal_margin)
+        Instant::now() + left.saturating_sub(self.p.options.sas_renewal_margin)
     }
 
     /// After CONNACK: subscribe, resend what was not acknowledged, and resync the twin.
@@ -530,7 +446,7 @@ impl Driver {
         if p.qos == QoS::AtLeastOnce {
             self.write(Packet::PubAck(PubAck::new(p.pkid)));
         }
-        self.counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.p.counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let msg = TopicMessage {
             topic: p.topic,
             payload: p.payload,
@@ -545,7 +461,10 @@ impl Driver {
     }
 
     fn inputs_filter(&self) -> SubscribeFilter {
-        SubscribeFilter::new(topic::inputs_filter(&self.identity.device_id, &self.identity.module_id), QoS::AtLeastOnce)
+        SubscribeFilter::new(
+            topic::inputs_filter(&self.p.identity.device_id, &self.p.identity.module_id),
+            QoS::AtLeastOnce,
+        )
     }
 
     fn start_resync(&mut self) {
@@ -588,7 +507,7 @@ impl Driver {
     }
 
     fn enqueue(&mut self, cmd: Command) {
-        if self.queue.len() >= self.options.queue_bound {
+        if self.queue.len() >= self.p.options.queue_bound {
             let err = Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
             return cmd.fail(err);
         }
@@ -597,7 +516,7 @@ impl Driver {
     }
 
     fn publish_queue_depth(&self) {
-        self.counters.queue_depth.store(self.queue.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.p.counters.queue_depth.store(self.queue.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Moves queued operations onto the wire while the window has room (and no renewal drains).
@@ -607,7 +526,7 @@ impl Driver {
     }
 
     fn drain_window(&mut self) {
-        while self.renewing.is_none() && self.inflight.len() < self.options.max_in_flight {
+        while self.renewing.is_none() && self.inflight.len() < self.p.options.max_in_flight {
             let Some(cmd) = self.queue.pop_front() else { break };
             match cmd {
                 Command::Publish { topic, payload, qos, retain, done } => {
@@ -617,7 +536,7 @@ impl Driver {
                     let mut p = Publish::new(topic, qos, Vec::new());
                     p.payload = payload;
                     p.retain = retain;
-                    self.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.p.counters.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if qos == QoS::AtMostOnce {
                         self.write(Packet::Publish(p));
                         self.written.push(done);
@@ -656,7 +575,7 @@ impl Driver {
             Packet::PubAck(a) => {
                 self.resent_user.remove(&a.pkid);
                 if let Some((_, done)) = self.inflight.remove(&a.pkid) {
-                    self.counters.acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.p.counters.acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = done.send(Ok(()));
                 }
             }
@@ -685,10 +604,10 @@ impl Driver {
                 Err(e) => tracing::warn!("input message with a malformed property bag: {e}"),
             }
             msg.set_input_name(encoding::decode(input.input).or(Some(input.input.to_string())));
-            self.counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.p.counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ack = (p.qos != QoS::AtMostOnce).then_some((p.pkid, self.epoch));
-            let inbound = InputMessage::new(msg, ack, self.self_tx.clone());
-            self.handlers.lock().unwrap().dispatch_input(inbound);
+            let inbound = InputMessage::new(msg, ack, self.p.self_tx.clone());
+            self.p.handlers.lock().unwrap().dispatch_input(inbound);
         } else if let Some((status, rid)) = topic::parse_twin_response(&p.topic) {
             if let Some(pending) = self.twins.remove(rid) {
                 match pending.done {
@@ -702,13 +621,13 @@ impl Driver {
             if self.desired_version.is_none_or(|v| version > v) {
                 self.desired_version = Some(version);
                 if let Ok(patch) = serde_json::from_slice::<Value>(&p.payload) {
-                    self.handlers.lock().unwrap().dispatch_desired(patch);
+                    self.p.handlers.lock().unwrap().dispatch_desired(patch);
                 }
             }
         } else if let Some((name, rid)) = topic::parse_method_request(&p.topic) {
             let request =
-                MethodRequest::new(name.to_string(), rid.to_string(), p.payload.clone(), self.self_tx.clone());
-            self.handlers.lock().unwrap().dispatch_method(request);
+                MethodRequest::new(name.to_string(), rid.to_string(), p.payload.clone(), self.p.self_tx.clone());
+            self.p.handlers.lock().unwrap().dispatch_method(request);
         } else {
             self.on_user_message(p);
         }
@@ -726,14 +645,14 @@ impl Driver {
         match self.desired_version {
             Some(seen) if version > seen => {
                 self.desired_version = Some(version);
-                self.handlers.lock().unwrap().dispatch_desired(desired);
+                self.p.handlers.lock().unwrap().dispatch_desired(desired);
             }
             // Nothing seen yet. On the first connection this is the baseline; after a reconnect
             // the first resync never completed, so a change in between cannot be ruled out:
             // deliver the whole document rather than risk losing it.
             None if self.epoch > 1 => {
                 self.desired_version = Some(version);
-                self.handlers.lock().unwrap().dispatch_desired(desired);
+                self.p.handlers.lock().unwrap().dispatch_desired(desired);
             }
             None => self.desired_version = Some(version),
             _ => {}
@@ -769,7 +688,7 @@ impl Driver {
             writer.write_all(&out).await?;
             writer.flush().await
         };
-        let result = match tokio::time::timeout(self.options.connect_timeout, write).await {
+        let result = match tokio::time::timeout(self.p.options.connect_timeout, write).await {
             Ok(r) => r.map_err(lost),
             Err(_) => Err(Error::new(ErrorKind::ConnectionLost, "the hub stopped reading")),
         };
@@ -781,6 +700,27 @@ impl Driver {
         }
         result
     }
+}
+
+impl ConnectionTask for Driver {
+    type Connection = (Stream, u64, BytesMut);
+    const OVER: &'static str = "";
+
+    fn parts(&self) -> &DriverParts {
+        &self.p
+    }
+
+    async fn open(&mut self) -> Result<Self::Connection> {
+        let connection = self.connect().await?;
+        self.epoch += 1;
+        Ok(connection)
+    }
+
+    async fn serve(&mut self, (stream, token_expiry, leftover): Self::Connection) -> Ended {
+        let ended = self.serve_stream(stream, token_expiry, leftover).await;
+        self.connection_ended();
+        ended
+    }
 
     /// Waits out a backoff while still taking commands; returns a close request if one came.
     async fn wait_disconnected(&mut self, wait: Duration) -> Option<oneshot::Sender<()>> {
@@ -789,7 +729,7 @@ impl Driver {
         loop {
             tokio::select! {
                 _ = &mut until => return None,
-                cmd = self.commands.recv() => match cmd {
+                cmd = self.p.commands.recv() => match cmd {
                     None => return Some(oneshot::channel().0),
                     Some(Command::Settle { .. }) => {} // settlements belong to the lost connection
                     Some(Command::SubscribeInputs) => self.inputs_wanted = true,
@@ -810,22 +750,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// Fails everything that waits and stops: the client is closed.
-    fn shut_down(mut self, reason: DisconnectReason, cause: Error) {
-        let kind = cause.kind();
-        let msg = cause.display_chain();
-        self.fail_all(|| Error::new(kind, msg.clone()));
-        self.set_state(ConnectionState::disconnected(reason));
-        self.handlers.lock().unwrap().close();
-    }
-
-    fn finish_close(mut self, done: oneshot::Sender<()>) {
-        self.fail_all(|| Error::new(ErrorKind::Closed, "the client was closed"));
-        self.set_state(ConnectionState::disconnected(DisconnectReason::Closed));
-        self.handlers.lock().unwrap().close();
-        let _ = done.send(());
     }
 
     fn fail_all(&mut self, err: impl Fn() -> Error) {
@@ -849,9 +773,9 @@ impl Driver {
             let _ = done.send(Err(err()));
         }
         self.user_subs.clear();
-        self.commands.close();
+        self.p.commands.close();
         let leftover: Vec<Command> =
-            self.queue.drain(..).chain(std::iter::from_fn(|| self.commands.try_recv().ok())).collect();
+            self.queue.drain(..).chain(std::iter::from_fn(|| self.p.commands.try_recv().ok())).collect();
         for cmd in leftover {
             cmd.fail(err());
         }

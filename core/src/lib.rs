@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod auth;
 pub mod client;
+mod connection_task;
 mod driver;
 pub mod error;
 pub mod identity;

@@ -25,10 +25,11 @@ use super::connect::{self, Links};
 use super::mapping::{self, Amqp};
 use super::twin::{self, TwinInbound, TwinOperation};
 use crate::client::{InputMessage, MethodRequest, Settlement};
+use crate::connection_task::{supervise, ConnectionTask, Ended};
 use crate::driver::{Command, DriverParts, TwinOp};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
-use crate::state::{ConnectionState, DisconnectReason};
+use crate::state::DisconnectReason;
 use crate::wire::{property_bag, topic};
 
 type SendResult = (u64, std::result::Result<Outcome, SendError>);
@@ -44,12 +45,6 @@ enum Work {
 struct PendingTwin {
     op: TwinOp,
     done: Option<oneshot::Sender<Result<(u16, Bytes)>>>,
-}
-
-/// How one connection ended.
-enum Ended {
-    Closed(oneshot::Sender<()>),
-    Lost(DisconnectReason, String),
 }
 
 struct AmqpDriver {
@@ -81,70 +76,12 @@ pub(crate) async fn run(parts: DriverParts, first: oneshot::Sender<Result<()>>) 
         inputs_wanted: false,
         desired_version: None,
     };
-    driver.run(first).await
+    supervise(driver, first).await
 }
 
 impl AmqpDriver {
-    async fn run(mut self, first: oneshot::Sender<Result<()>>) {
-        let mut first = Some(first);
-        let (mut attempt, mut down_since) = (0u32, Instant::now());
-        loop {
-            let timeout = self.p.options.connect_timeout;
-            let opened = tokio::time::timeout(timeout, self.open()).await;
-            let links = match opened.unwrap_or_else(|_| Err(Error::timeout("connecting to the hub over AMQP", timeout)))
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    if let Some(f) = first.take() {
-                        let _ = f.send(Err(e));
-                        return self.set_state(ConnectionState::disconnected(DisconnectReason::Closed));
-                    }
-                    tracing::warn!("AMQP reconnect failed: {e}");
-                    if e.kind() == ErrorKind::Unauthorized {
-                        return self.shut_down(DisconnectReason::BadCredential, e);
-                    }
-                    attempt += 1;
-                    self.p.counters.retries.fetch_add(1, Relaxed);
-                    match self.p.options.retry.delay(attempt, down_since.elapsed()) {
-                        Some(wait) => match self.wait_disconnected(wait).await {
-                            Some(done) => return self.finish_close(done),
-                            None => continue,
-                        },
-                        None => return self.shut_down(DisconnectReason::RetryExpired, e),
-                    }
-                }
-            };
-            attempt = 0;
-            self.epoch += 1;
-            self.set_state(ConnectionState::connected());
-            if let Some(f) = first.take() {
-                let _ = f.send(Ok(()));
-            }
-            match self.serve(links).await {
-                Ended::Closed(done) => return self.finish_close(done),
-                Ended::Lost(reason, why) => {
-                    tracing::info!("AMQP connection lost: {why}");
-                    self.set_state(ConnectionState::disconnected(reason));
-                    if matches!(self.p.options.retry, crate::retry::RetryPolicy::None) {
-                        return self.shut_down(reason, Error::new(ErrorKind::ConnectionLost, why));
-                    }
-                }
-            }
-            self.p.counters.reconnects.fetch_add(1, Relaxed);
-            down_since = Instant::now();
-        }
-    }
-
-    async fn open(&mut self) -> Result<Links> {
-        connect::open(&self.p.identity, &self.p.options, &self.p.tls, self.inputs_wanted).await
-    }
-
-    fn set_state(&self, s: ConnectionState) {
-        self.p.state.send_replace(s);
-    }
-
     /// Serves one connection until it ends.
-    async fn serve(&mut self, mut links: Links) -> Ended {
+    async fn serve_links(&mut self, mut links: Links) -> Ended {
         let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         if let Err(e) = self.on_connected(&mut links, &mut inflight).await {
             return lost(e);
@@ -421,6 +358,25 @@ impl AmqpDriver {
             let _ = tokio::time::timeout(Duration::from_secs(1), links.connection.close()).await;
         }
     }
+}
+
+impl ConnectionTask for AmqpDriver {
+    type Connection = Links;
+    const OVER: &'static str = " over AMQP";
+
+    fn parts(&self) -> &DriverParts {
+        &self.p
+    }
+
+    async fn open(&mut self) -> Result<Links> {
+        let links = connect::open(&self.p.identity, &self.p.options, &self.p.tls, self.inputs_wanted).await?;
+        self.epoch += 1;
+        Ok(links)
+    }
+
+    async fn serve(&mut self, links: Links) -> Ended {
+        self.serve_links(links).await
+    }
 
     /// Waits out a backoff while still taking commands; returns a close request if one came.
     async fn wait_disconnected(&mut self, wait: Duration) -> Option<oneshot::Sender<()>> {
@@ -436,20 +392,6 @@ impl AmqpDriver {
                 }
             }
         }
-    }
-
-    fn shut_down(mut self, reason: DisconnectReason, cause: Error) {
-        let (kind, msg) = (cause.kind(), cause.display_chain());
-        self.fail_all(|| Error::new(kind, msg.clone()));
-        self.set_state(ConnectionState::disconnected(reason));
-        self.p.handlers.lock().unwrap().close();
-    }
-
-    fn finish_close(mut self, done: oneshot::Sender<()>) {
-        self.fail_all(|| Error::new(ErrorKind::Closed, "the client was closed"));
-        self.set_state(ConnectionState::disconnected(DisconnectReason::Closed));
-        self.p.handlers.lock().unwrap().close();
-        let _ = done.send(());
     }
 
     fn fail_all(&mut self, err: impl Fn() -> Error) {
