@@ -15,47 +15,43 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::hub::Hub;
+use crate::listener::{accept_tls, TlsStream};
 
 const MAX_BODY: usize = 256 * 1024;
 
+/// Serves the HTTPS port until `stop` fires: direct methods, and WebSocket upgrades for MQTT
+/// and AMQP.
 pub async fn run(
     hub: Arc<Hub>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-            _ = stop.changed() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (hub, acceptor, stop) = (hub.clone(), acceptor.clone(), stop.clone());
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else {
-                return tracing::debug!(%peer, "HTTPS handshake failed");
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let (hub, stop) = (hub.clone(), stop.clone());
-                async move {
-                    if crate::mqtt::websocket::is_websocket_request(&req) {
-                        return Ok(crate::mqtt::websocket::upgrade(hub, req, peer.to_string(), stop));
-                    }
-                    Ok::<_, std::convert::Infallible>(handle(&hub, req).await)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades()
-                .await;
-        });
-    }
+    let stop_connections = stop.clone();
+    accept_tls("HTTPS", listener, tls, stop, move |tls, peer| {
+        serve_connection(hub.clone(), tls, peer.to_string(), stop_connections.clone())
+    })
+    .await
+}
+
+async fn serve_connection(hub: Arc<Hub>, tls: TlsStream, peer: String, stop: tokio::sync::watch::Receiver<bool>) {
+    let service = hyper::service::service_fn(move |req| {
+        let (hub, stop, peer) = (hub.clone(), stop.clone(), peer.clone());
+        async move {
+            if crate::mqtt::websocket::is_websocket_request(&req) {
+                return Ok(crate::mqtt::websocket::upgrade(hub, req, peer, stop));
+            }
+            Ok::<_, std::convert::Infallible>(handle(&hub, req).await)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades()
+        .await;
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

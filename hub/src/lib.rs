@@ -7,6 +7,7 @@ pub mod control;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod listener;
 pub mod manifest;
 pub mod monitor;
 pub mod mqtt;

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::hub::Hub;
+use crate::listener::accept_tls;
 use crate::manifest::Deployment;
 use crate::state::StateDir;
 
@@ -103,11 +104,17 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, String> {
     let (mqtt_addr, https_addr) = (mqtt.local_addr().unwrap(), https.local_addr().unwrap());
     let amqp_addr = amqp.as_ref().map(|l| l.local_addr().unwrap());
     let mut tasks = vec![
-        tokio::spawn(crate::mqtt::listener::run(hub.clone(), mqtt, tls.clone(), stop_rx.clone())),
+        tokio::spawn(accept_tls("MQTT", mqtt, tls.clone(), stop_rx.clone(), {
+            let hub = hub.clone();
+            move |stream, peer| crate::mqtt::connection::serve(hub.clone(), stream, peer.to_string())
+        })),
         tokio::spawn(crate::http::run(hub.clone(), https, tls.clone(), stop_rx.clone())),
     ];
     if let Some(amqp) = amqp {
-        tasks.push(tokio::spawn(crate::amqp::listener::run(hub.clone(), amqp, tls, stop_rx.clone())));
+        let (hub, stop) = (hub.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(accept_tls("AMQP", amqp, tls, stop_rx.clone(), move |stream, peer| {
+            crate::amqp::serve(hub.clone(), stream, peer.to_string(), stop.clone())
+        })));
     }
     if config.workload {
         tasks.push(start_workload(&hub, &state.workload_socket_path(), stop_rx.clone())?);

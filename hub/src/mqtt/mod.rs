@@ -2,6 +2,5 @@
 
 pub mod auth;
 pub mod connection;
-pub mod listener;
 pub mod permissions;
 pub mod websocket;

@@ -1,0 +1,58 @@
+//! The accept loop of every TLS port of the hub (MQTT, AMQPS, HTTPS): accept, set TCP_NODELAY
+//! (request/response latency depends on it), complete the TLS handshake under a deadline and hand
+//! the stream to that port's connection task.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// A client connection once its TLS handshake is done.
+pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A client that opens TCP and never finishes the handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed accept (e.g. out of file descriptors), before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts on `listener` until `shutdown` fires, running `serve(stream, peer)` as a task of its
+/// own for every connection whose handshake completes. `port` names the port in logs.
+pub async fn accept_tls<S, F>(
+    port: &'static str,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+    serve: S,
+) where
+    S: Fn(TlsStream, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let acceptor = TlsAcceptor::from(tls);
+    let serve = Arc::new(serve);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("{port} accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, serve) = (acceptor.clone(), serve.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve(tls, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "{port} TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "{port} TLS handshake timed out"),
+            }
+        });
+    }
+}
