@@ -2,40 +2,18 @@
 // (`complete()`, `abandon()`, `reject()`) against a real edgemodule-hub. Every AMQP client is given
 // an MQTT port nothing listens on, so none can silently use MQTT over TLS.
 import assert from 'node:assert/strict'
-import { createServer } from 'node:net'
 import { createRequire } from 'node:module'
 import { after, before, describe, test } from 'node:test'
 
-import { Inbox, startHub } from './hub.mjs'
+import { Inbox, closedPort, rejectsWith, startHub, withEnv } from './hub.mjs'
 
 const require = createRequire(import.meta.url)
 const { ModuleClient, Message } = require('../index.js')
 const T = { timeout: 60_000 }
 const CS = 'HostName=h.example;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5'
 
-async function rejectsWith(promise, code) {
-  let caught
-  try {
-    await promise
-  } catch (e) {
-    caught = e
-  }
-  assert.ok(caught instanceof Error, `expected a rejection with ${code}, got ${caught}`)
-  assert.equal(caught.code, code, caught.message)
-  return caught
-}
-
 function throwsWith(fn, code) {
   assert.throws(fn, (e) => e.code === code)
-}
-
-/** A loopback port with no listener. */
-async function closedPort() {
-  const server = createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 test('amqpPort is converted by the binding and checked by the core', T, async () => {
@@ -127,17 +105,9 @@ describe('ModuleClient over AMQP', () => {
   test('fromEnvironment reads the AMQP port from EDGEMODULE_AMQP_PORT', T, async () => {
     const vars = await hub.env('other')
     assert.equal(vars.EDGEMODULE_AMQP_PORT, String(hub.amqpPort))
-    const saved = { ...process.env }
-    Object.assign(process.env, vars, { EDGEMODULE_MQTT_PORT: String(await closedPort()) })
-    let client
-    try {
-      client = await ModuleClient.fromEnvironment({ transport: 'amqp', timeoutMs: 10_000, connectTimeoutMs: 15_000 })
-    } finally {
-      for (const k of Object.keys(vars)) {
-        if (k in saved) process.env[k] = saved[k]
-        else delete process.env[k]
-      }
-    }
+    // No MQTT listener on the MQTT port: the client must use the transport it was given.
+    const blocked = { ...vars, EDGEMODULE_MQTT_PORT: String(await closedPort()) }
+    const client = await withEnv(blocked, () => ModuleClient.fromEnvironment({ transport: 'amqp', timeoutMs: 10_000, connectTimeoutMs: 15_000 }))
     try {
       assert.equal(client.moduleId, 'other')
       assert.equal(typeof (await client.getTwin()).desired.$version, 'number')

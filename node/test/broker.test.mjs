@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
-import { DEFAULT_DEPLOYMENT, Inbox, startHub } from './hub.mjs'
+import { DEFAULT_DEPLOYMENT, Inbox, rejectsWith, startHub } from './hub.mjs'
 
 const require = createRequire(import.meta.url)
 const index = join(dirname(fileURLToPath(import.meta.url)), '..', 'index.js')
@@ -34,18 +34,6 @@ Object.assign(BROKER_DEPLOYMENT.modulesContent.$edgeHub['properties.desired'], {
     ],
   },
 })
-
-async function rejectsWith(promise, code) {
-  let caught
-  try {
-    await promise
-  } catch (e) {
-    caught = e
-  }
-  assert.ok(caught instanceof Error, `expected a rejection with ${code}, got ${caught}`)
-  assert.equal(caught.code, code, caught.message)
-  return caught
-}
 
 /** What a handler saw, as plain values. */
 const seen = (m) => ({ topic: m.topic, payload: m.payload.toString('utf8'), qos: m.qos, retain: m.retain })

@@ -3,23 +3,11 @@ import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
 import { after, before, describe, test } from 'node:test'
 
-import { Inbox, sleep, startHub } from './hub.mjs'
+import { Inbox, rejectsWith, sleep, startHub, withEnv } from './hub.mjs'
 
 const require = createRequire(import.meta.url)
 const { ModuleClient, Message } = require('../index.js')
 const T = { timeout: 60_000 }
-
-async function rejectsWith(promise, code) {
-  let caught
-  try {
-    await promise
-  } catch (e) {
-    caught = e
-  }
-  assert.ok(caught instanceof Error, `expected a rejection with ${code}, got ${caught}`)
-  assert.equal(caught.code, code, caught.message)
-  return caught
-}
 
 describe('ModuleClient against edgemodule-hub', () => {
   let hub
@@ -249,17 +237,7 @@ describe('ModuleClient against edgemodule-hub', () => {
     const vars = await hub.env('other')
     assert.ok(vars.IOTEDGE_WORKLOADURI)
     assert.equal(vars.EDGEMODULE_MQTT_PORT, String(hub.mqttPort))
-    const saved = { ...process.env }
-    Object.assign(process.env, vars)
-    let client
-    try {
-      client = await ModuleClient.fromEnvironment({ timeoutMs: 10_000, connectTimeoutMs: 5_000 })
-    } finally {
-      for (const k of Object.keys(vars)) {
-        if (k in saved) process.env[k] = saved[k]
-        else delete process.env[k]
-      }
-    }
+    const client = await withEnv(vars, () => ModuleClient.fromEnvironment({ timeoutMs: 10_000, connectTimeoutMs: 5_000 }))
     try {
       assert.equal(client.moduleId, 'other')
       assert.deepEqual(client.connectionState, { connected: true, reason: 'OK' })

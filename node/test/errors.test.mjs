@@ -6,24 +6,14 @@ import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
+import { rejectsWith } from './hub.mjs'
+
 const require = createRequire(import.meta.url)
 const { ModuleClient, Message, errorCodes } = require('../index.js')
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const T = { timeout: 30_000 }
 
 /** Asserts that `promise` rejects with an Error whose code is `code`; returns the error. */
-async function rejectsWith(promise, code) {
-  let caught
-  try {
-    await promise
-  } catch (e) {
-    caught = e
-  }
-  assert.ok(caught instanceof Error, `expected a rejection with ${code}, got ${caught}`)
-  assert.equal(caught.code, code, caught.message)
-  return caught
-}
-
 test('errorCodes lists every core error kind once, by its canonical name', T, () => {
   const codes = errorCodes()
   assert.ok(codes.length >= 19, `only ${codes.length} codes`)

@@ -1,7 +1,9 @@
 // Starts a real `edgemodule-hub` process on ephemeral 127.0.0.1 ports with a temp state dir and a
 // deployment, and talks to it through its CLI (status, env, connection-string, invoke, twin, send).
+import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -204,3 +206,40 @@ export class Inbox {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+/** Awaits `promise`, asserts it rejects with an `Error` whose `code` is `code`, returns the error. */
+export async function rejectsWith(promise, code) {
+  let caught
+  try {
+    await promise
+  } catch (e) {
+    caught = e
+  }
+  assert.ok(caught instanceof Error, `expected a rejection with ${code}, got ${caught}`)
+  assert.equal(caught.code, code, caught.message)
+  return caught
+}
+
+/** A loopback port with no listener. */
+export async function closedPort() {
+  const server = createServer()
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address()
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** Runs `make()` (which may return a Promise) with `vars` added to `process.env`, then restores
+ * every one of them, whether it succeeded or not. */
+export async function withEnv(vars, make) {
+  const saved = { ...process.env }
+  Object.assign(process.env, vars)
+  try {
+    return await make()
+  } finally {
+    for (const k of Object.keys(vars)) {
+      if (k in saved) process.env[k] = saved[k]
+      else delete process.env[k]
+    }
+  }
+}

@@ -2,37 +2,15 @@
 // over MQTT over WebSocket against a real edgemodule-hub. Every WebSocket client is given an MQTT
 // port nothing listens on, so none can silently use MQTT over TLS.
 import assert from 'node:assert/strict'
-import { createServer } from 'node:net'
 import { createRequire } from 'node:module'
 import { after, before, describe, test } from 'node:test'
 
-import { Inbox, startHub } from './hub.mjs'
+import { Inbox, closedPort, rejectsWith, startHub, withEnv } from './hub.mjs'
 
 const require = createRequire(import.meta.url)
 const { ModuleClient, Message } = require('../index.js')
 const T = { timeout: 60_000 }
 const CS = 'HostName=h.example;DeviceId=d;ModuleId=m;SharedAccessKey=a2V5'
-
-async function rejectsWith(promise, code) {
-  let caught
-  try {
-    await promise
-  } catch (e) {
-    caught = e
-  }
-  assert.ok(caught instanceof Error, `expected a rejection with ${code}, got ${caught}`)
-  assert.equal(caught.code, code, caught.message)
-  return caught
-}
-
-/** A loopback port with no listener. */
-async function closedPort() {
-  const server = createServer()
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address()
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 test('an unknown transport rejects with INVALID_ARGUMENT naming the accepted ones', T, async () => {
   const e = await rejectsWith(ModuleClient.fromConnectionString(CS, { transport: 'carrier_pigeon' }), 'INVALID_ARGUMENT')
@@ -108,17 +86,9 @@ describe('ModuleClient over MQTT over WebSocket', () => {
   test('fromEnvironment reads the WebSocket port from EDGEMODULE_HTTPS_PORT', T, async () => {
     const vars = await hub.env('other')
     assert.equal(vars.EDGEMODULE_HTTPS_PORT, String(hub.httpsPort))
-    const saved = { ...process.env }
-    Object.assign(process.env, vars, { EDGEMODULE_MQTT_PORT: String(await closedPort()) })
-    let client
-    try {
-      client = await ModuleClient.fromEnvironment({ transport: 'mqtt_ws', timeoutMs: 10_000, connectTimeoutMs: 5_000 })
-    } finally {
-      for (const k of Object.keys(vars)) {
-        if (k in saved) process.env[k] = saved[k]
-        else delete process.env[k]
-      }
-    }
+    // No MQTT listener on the MQTT port: the client must use the transport it was given.
+    const blocked = { ...vars, EDGEMODULE_MQTT_PORT: String(await closedPort()) }
+    const client = await withEnv(blocked, () => ModuleClient.fromEnvironment({ transport: 'mqtt_ws', timeoutMs: 10_000, connectTimeoutMs: 5_000 }))
     try {
       assert.equal(client.moduleId, 'other')
       assert.equal(typeof (await client.getTwin()).desired.$version, 'number')

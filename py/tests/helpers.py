@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Callable, List, TypeVar
 
 T = TypeVar("T")
+
+# A well-formed connection string for checks that fail before any connection is made.
+OFFLINE_CS = "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=" + "a" * 44
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -27,3 +31,11 @@ class Collector(List[T]):
     def __call__(self, item: T) -> None:
         with self.lock:
             self.append(item)
+
+
+def closed_port() -> int:
+    """A loopback port with no listener."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

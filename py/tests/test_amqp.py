@@ -4,7 +4,6 @@ nothing listens on, so none can silently use MQTT over TLS."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -12,18 +11,7 @@ import pytest
 from edgemodule import AsyncModuleClient, Message, ModuleClient, errors
 from edgemodule._native import OPTION_NAMES
 
-from helpers import Collector
-
-CS = "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=" + "a" * 44
-
-
-def closed_port() -> int:
-    """A loopback port with no listener."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
+from helpers import OFFLINE_CS as CS, Collector, closed_port
 
 def amqp_options(hub: Any) -> Dict[str, Any]:
     return {**hub.options(), "transport": "amqp", "mqtt_port": closed_port(), "connect_timeout": 15.0}

@@ -4,22 +4,13 @@ listens on, so none can silently use MQTT over TLS."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any, Dict
 
 import pytest
 
 from edgemodule import AsyncModuleClient, Message, ModuleClient, errors
 
-CS = "HostName=h;DeviceId=d;ModuleId=m;SharedAccessKey=" + "a" * 44
-
-
-def closed_port() -> int:
-    """A loopback port with no listener."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from helpers import OFFLINE_CS as CS, closed_port
 
 
 def ws_options(hub: Any) -> Dict[str, Any]:
