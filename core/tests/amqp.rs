@@ -268,25 +268,7 @@ async fn over_websocket_outputs_are_routed_and_twin_and_methods_work() {
         let patch = tokio::time::timeout(Duration::from_secs(10), desired.recv()).await.unwrap().unwrap();
         assert_eq!((patch["threshold"].as_i64(), patch["$version"].as_i64()), (Some(33), Some(version)));
 
-        // Methods: the hub calls the module, and module to module.
-        let mut calls = receiver.method_receiver(Some("echo")).unwrap();
-        tokio::spawn(async move {
-            while let Some(call) = calls.recv().await {
-                let payload = call.payload_json().unwrap();
-                call.respond(200, Some(&json!({"echo": payload}))).await.unwrap();
-            }
-        });
-        let out = hub
-            .hub()
-            .invoke_method("receiver", "echo", b"{\"n\":1}".to_vec(), Duration::from_secs(5), Duration::ZERO)
-            .await
-            .unwrap();
-        assert_eq!((out.status, out.payload.as_deref()), (200, Some("{\"echo\":{\"n\":1}}")));
-        let result = sender
-            .invoke_method(receiver.device_id(), Some("receiver"), &MethodInvocation::new("echo", json!({"n": 2})))
-            .await
-            .unwrap();
-        assert_eq!((result.status, result.payload), (200, json!({"echo": {"n": 2}})));
+        hub.echo_methods_both_ways(&sender, &receiver).await;
         assert_eq!(sender.metrics().reconnects, 0);
         sender.close().await.unwrap();
         receiver.close().await.unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::connect_proxy::connect_proxy;
 use common::proxy::Proxy;
 use common::{bounded, closed_port, TestHub};
-use edgemodule_core::{ClientOptions, ErrorKind, Message, MethodInvocation, ModuleClient, Transport};
+use edgemodule_core::{ClientOptions, ErrorKind, Message, ModuleClient, Transport};
 use serde_json::json;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -67,25 +67,7 @@ async fn send_is_routed_to_an_input_twin_and_methods_work_over_websocket() {
         let patch = tokio::time::timeout(STEP, desired.recv()).await.unwrap().unwrap();
         assert_eq!(patch, json!({"threshold": 31, "$version": dv + 1}));
 
-        // Methods both ways: the hub calls the module, and module to module over HTTPS.
-        let mut calls = receiver.method_receiver(Some("echo")).unwrap();
-        tokio::spawn(async move {
-            while let Some(req) = calls.recv().await {
-                let payload = req.payload_json().unwrap();
-                req.respond(200, Some(&json!({"echo": payload}))).await.unwrap();
-            }
-        });
-        let out = hub
-            .hub()
-            .invoke_method("receiver", "echo", b"{\"n\":1}".to_vec(), Duration::from_secs(5), Duration::ZERO)
-            .await
-            .unwrap();
-        assert_eq!((out.status, out.payload.as_deref()), (200, Some("{\"echo\":{\"n\":1}}")));
-        let result = sender
-            .invoke_method(receiver.device_id(), Some("receiver"), &MethodInvocation::new("echo", json!({"n": 2})))
-            .await
-            .unwrap();
-        assert_eq!((result.status, result.payload), (200, json!({"echo": {"n": 2}})));
+        hub.echo_methods_both_ways(&sender, &receiver).await;
 
         // A module on MQTT/TLS and one on WebSocket share the same routes.
         let tls_sender = hub.client("sender").await;
