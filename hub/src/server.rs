@@ -127,6 +127,47 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, String> {
     Ok(RunningHub { hub, mqtt_addr, https_addr, amqp_addr, stop, tasks })
 }
 
+/// Ports below the kernel's ephemeral range (32768–60999 by default on Linux): neither a
+/// listener bound to port 0 nor the local end of an outgoing connection is ever placed there.
+const RESTARTABLE_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A free loopback port for a hub that will be stopped and started again on it (reconnection
+/// tests). A port from the ephemeral range, once the stopped hub releases it, can be handed to
+/// any socket on the machine before the restart binds it again; one from below that range
+/// cannot. Free when returned; a caller that loses it to another process picks again (see
+/// [`start_restartable`]).
+pub fn restartable_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(RESTARTABLE_PORTS.end - RESTARTABLE_PORTS.start);
+    loop {
+        // A fresh RandomState is freshly keyed: its empty hash is a random number.
+        let pick = std::collections::hash_map::RandomState::new().build_hasher().finish() % span;
+        let port = RESTARTABLE_PORTS.start + pick as u16;
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// [`start`] with every port left at 0 replaced by a [`restartable_port`], picking again (a few
+/// times) when another process takes one between the pick and the bind.
+pub async fn start_restartable(config: HubConfig) -> Result<RunningHub, String> {
+    let mut last_error = String::new();
+    for _ in 0..20 {
+        let mut attempt = config.clone();
+        for port in [&mut attempt.mqtt_port, &mut attempt.https_port].into_iter().chain(attempt.amqp_port.as_mut()) {
+            if *port == 0 {
+                *port = restartable_port();
+            }
+        }
+        match start(attempt).await {
+            Err(e) if e.contains("in use") => last_error = e,
+            other => return other,
+        }
+    }
+    Err(last_error)
+}
+
 async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(SocketAddr::new(ip, port))
         .await
@@ -156,4 +197,20 @@ fn start_workload(hub: &Arc<Hub>, path: &Path, mut stop: watch::Receiver<bool>) 
     Ok(tokio::spawn(server.serve(listener, async move {
         let _ = stop.changed().await;
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restartable_ports_are_free_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..20).map(|_| restartable_port()).collect();
+        for &port in &ports {
+            assert!(RESTARTABLE_PORTS.contains(&port), "{port}");
+            assert!(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(), "{port} is taken");
+        }
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 1, "the picks vary: {ports:?}");
+    }
 }

@@ -8,8 +8,8 @@ pub mod proxy;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edgemodule_core::{ClientOptions, ModuleClient};
-use edgemodule_hub::server::{start, HubConfig, RunningHub};
+use edgemodule_core::{ClientOptions, MethodInvocation, ModuleClient};
+use edgemodule_hub::server::{start_restartable, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
 use serde_json::{json, Value};
 
@@ -59,13 +59,14 @@ impl TestHub {
         hub
     }
 
-    /// Starts (again) on the same ports and state dir.
+    /// Starts (again) on the same ports and state dir; the first time on ports outside the
+    /// ephemeral range, so that no other socket can take them while the hub is stopped.
     pub async fn restart(&mut self) {
         let mut config = HubConfig::new(self.dir.path(), &self.deployment);
         config.mqtt_port = self.mqtt_port;
         config.https_port = self.https_port;
         config.amqp_port = Some(self.amqp_port);
-        let running = start(config).await.unwrap();
+        let running = start_restartable(config).await.unwrap();
         self.mqtt_port = running.mqtt_addr.port();
         self.https_port = running.https_addr.port();
         self.amqp_port = running.amqp_addr.map_or(0, |a| a.port());
@@ -113,6 +114,27 @@ impl TestHub {
             assert!(tokio::time::Instant::now() < deadline, "pending for {module} never became {n}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Answers method `echo` on `receiver` with `{"echo": <payload>}` and calls it both ways:
+    /// from the hub (as a cloud caller would) and from `sender`, module to module over HTTPS.
+    pub async fn echo_methods_both_ways(&self, sender: &ModuleClient, receiver: &ModuleClient) {
+        let mut calls = receiver.method_receiver(Some("echo")).unwrap();
+        tokio::spawn(async move {
+            while let Some(call) = calls.recv().await {
+                let payload = call.payload_json().unwrap();
+                call.respond(200, Some(&json!({"echo": payload}))).await.unwrap();
+            }
+        });
+        let out = self
+            .hub()
+            .invoke_method("receiver", "echo", b"{\"n\":1}".to_vec(), Duration::from_secs(5), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!((out.status, out.payload.as_deref()), (200, Some("{\"echo\":{\"n\":1}}")));
+        let call = MethodInvocation::new("echo", json!({"n": 2}));
+        let result = sender.invoke_method(receiver.device_id(), Some("receiver"), &call).await.unwrap();
+        assert_eq!((result.status, result.payload), (200, json!({"echo": {"n": 2}})));
     }
 
     pub async fn client(&self, module: &str) -> ModuleClient {

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use edgemodule_hub::server::restartable_port;
 use edgemodule_hub::state::StateDir;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -59,8 +60,24 @@ impl HubProcess {
             child: None,
             log: Default::default(),
         };
-        hub.spawn().await?;
+        hub.first_spawn().await?;
         Ok(hub)
+    }
+
+    /// The first start, on ports outside the ephemeral range (no other socket can take them
+    /// while the hub is killed), picked again if another process takes one first.
+    async fn first_spawn(&mut self) -> Result<(), String> {
+        let mut result = Ok(());
+        for _ in 0..20 {
+            (self.mqtt_port, self.https_port) = (restartable_port(), restartable_port());
+            self.amqp_port = self.amqp_port.map(|_| restartable_port());
+            result = self.spawn().await;
+            match &result {
+                Err(e) if e.contains("in use") => self.kill9().await,
+                _ => break,
+            }
+        }
+        result
     }
 
     fn state(&self) -> PathBuf {
@@ -68,7 +85,7 @@ impl HubProcess {
     }
 
     /// Starts the process and waits for its "MQTT on …, HTTPS on …" line (printed once both
-    /// listeners are bound). The first start picks ephemeral ports; later ones reuse them.
+    /// listeners are bound) on this hub's ports.
     async fn spawn(&mut self) -> Result<(), String> {
         let mut child = Command::new(&self.exe)
             .arg("--state-dir")

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use edgemodule_hub::server::{start, HubConfig, RunningHub};
+use edgemodule_hub::server::{start_restartable, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
 use serde_json::{json, Value};
 
@@ -81,7 +81,8 @@ impl Hub {
         std::fs::write(&self.deployment, d.to_string()).map_err(|e| e.to_string())
     }
 
-    /// Starts on the same ports and state dir as before (ephemeral ones the first time).
+    /// Starts on the same ports and state dir as before (the first time on ports outside the
+    /// ephemeral range, so that no other socket can take them while the hub is stopped).
     pub async fn up(&mut self) -> Result<(), String> {
         if self.running.is_some() {
             return Ok(());
@@ -90,7 +91,7 @@ impl Hub {
         config.mqtt_port = self.mqtt_port;
         config.https_port = self.https_port;
         config.amqp_port = Some(self.amqp_port);
-        let running = start(config).await?;
+        let running = start_restartable(config).await?;
         self.mqtt_port = running.mqtt_addr.port();
         self.https_port = running.https_addr.port();
         self.amqp_port = running.amqp_addr.ok_or("the hub serves no AMQP")?.port();
