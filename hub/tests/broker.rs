@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{client_tls, connack, until, STEP};
 use edgemodule_core::wire::sas;
-use edgemodule_hub::server::{start, HubConfig, RunningHub};
+use edgemodule_hub::server::{start, start_restartable, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration,
@@ -65,7 +65,7 @@ impl Hub {
     async fn restart(&mut self) -> Result<(), String> {
         let mut config = HubConfig::new(self.dir.path(), self.deployment_file());
         (config.mqtt_port, config.https_port) = (self.port, 0);
-        let running = start(config).await?;
+        let running = start_restartable(config).await?;
         self.port = running.mqtt_addr.port();
         self.running = Some(running);
         Ok(())

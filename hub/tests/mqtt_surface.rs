@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{client_tls, connack, publish_on, until, STEP};
 use edgemodule_core::wire::sas;
-use edgemodule_hub::server::{start, HubConfig, RunningHub};
+use edgemodule_hub::server::{start, start_restartable, HubConfig, RunningHub};
 use edgemodule_hub::state::StateDir;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
@@ -45,7 +45,7 @@ impl Hub {
     async fn restart(&mut self) {
         let mut config = HubConfig::new(self.dir.path(), self.dir.path().join("deployment.json"));
         (config.mqtt_port, config.https_port) = (self.port, 0);
-        let running = start(config).await.unwrap();
+        let running = start_restartable(config).await.unwrap();
         self.port = running.mqtt_addr.port();
         self.running = Some(running);
     }
