@@ -14,38 +14,9 @@ use edgemodule_core::{
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use xlang::line::{enc, parse_fields};
 
 const FEATURES: &str = "recv,handler_defer,method_defer,invoke";
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn dec(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn say(line: String) {
     let out = std::io::stdout();
@@ -370,15 +341,15 @@ async fn main() {
     let mut client = None;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let mut words = line.split_whitespace();
-        let Some(verb) = words.next() else { continue };
+        let line = line.trim_start();
+        let (verb, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        if verb.is_empty() {
+            continue;
+        }
         if verb == "quit" {
             break;
         }
-        let args: HashMap<String, String> = words
-            .filter_map(|w| w.split_once('='))
-            .map(|(k, v)| (k.split('.').map(dec).collect::<Vec<_>>().join("."), dec(v)))
-            .collect();
+        let args = parse_fields(rest);
         match run(verb, &args, &mut client, &held).await {
             Ok(fields) if fields.is_empty() => say("ok".into()),
             Ok(fields) => say(format!("ok {fields}")),
