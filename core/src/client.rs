@@ -95,9 +95,11 @@ pub struct InputMessage {
 pub enum Settlement {
     /// Processed: MQTT PUBACK, AMQP `accepted`. The hub deletes it.
     Complete,
-    /// Not processed, try again: AMQP `released` (the hub delivers it again now). MQTT has no
-    /// negative acknowledgement, so nothing is sent and the hub delivers it again after the
-    /// next reconnect.
+    /// Not processed, try again: AMQP `released`, sent after a pause of 100 ms that doubles with
+    /// every abandon in a row up to 5 s (the hub delivers a released message again at once; the
+    /// pause keeps a handler that keeps failing from spinning through it). MQTT has no negative
+    /// acknowledgement, so nothing is sent and the hub delivers it again after the next
+    /// reconnect.
     Abandon,
     /// Will never be processed: AMQP `rejected` (the hub drops it). MQTT cannot say so; the
     /// message is acknowledged (PUBACK) so that it is not delivered again either.

@@ -66,6 +66,11 @@ pub(crate) enum Command {
         how: Settlement,
     },
     SubscribeInputs,
+    /// AMQP: the pause after an abandon of input `pkid` (connection `epoch`) is over; release it.
+    Release {
+        pkid: u16,
+        epoch: u64,
+    },
     /// A user-topic subscription; resolves on SUBACK (an error if the hub refused it).
     Subscribe {
         filter: String,
@@ -91,7 +96,7 @@ impl Command {
             Command::Twin { done, .. } => drop(done.send(Err(err))),
             Command::Subscribe { done, .. } | Command::Unsubscribe { done, .. } => drop(done.send(Err(err))),
             Command::Close { done } => drop(done.send(())),
-            Command::Settle { .. } | Command::SubscribeInputs => {}
+            Command::Settle { .. } | Command::Release { .. } | Command::SubscribeInputs => {}
         }
     }
 }
@@ -484,6 +489,7 @@ impl Driver {
                     self.write(Packet::PubAck(PubAck::new(pkid)));
                 }
             }
+            Command::Release { .. } => {} // only the AMQP driver delays releases
             Command::SubscribeInputs => {
                 if !self.inputs_wanted {
                     self.inputs_wanted = true;
@@ -731,7 +737,8 @@ impl ConnectionTask for Driver {
                 _ = &mut until => return None,
                 cmd = self.p.commands.recv() => match cmd {
                     None => return Some(oneshot::channel().0),
-                    Some(Command::Settle { .. }) => {} // settlements belong to the lost connection
+                    // Settlements belong to the lost connection.
+                    Some(Command::Settle { .. } | Command::Release { .. }) => {}
                     Some(Command::SubscribeInputs) => self.inputs_wanted = true,
                     Some(Command::Subscribe { filter, qos, tx, done }) => {
                         self.unsent_subs.push(PendingSub { filter, qos, tx: Some(tx), done: Some(done) });

@@ -1,10 +1,11 @@
 //! Settling input messages over each transport: complete, abandon and reject as the hub sees
-//! them. AMQP carries all three (accepted / released / rejected); MQTT only acknowledges, so an
-//! abandoned message comes back after a reconnect and a rejected one is acknowledged away.
+//! them. AMQP carries all three (accepted / released, after a pause / rejected); MQTT only
+//! acknowledges, so an abandoned message comes back after a reconnect and a rejected one is
+//! acknowledged away.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{bounded, TestHub};
 use edgemodule_core::{ClientOptions, InputMessage, Message, ModuleClient, Transport};
@@ -35,7 +36,7 @@ async fn first_after_reconnect_is(hub: &TestHub, sender: &ModuleClient, transpor
 }
 
 #[tokio::test]
-async fn over_amqp_abandon_redelivers_at_once_and_reject_drops() {
+async fn over_amqp_abandon_redelivers_after_a_growing_pause_and_reject_drops() {
     bounded(async {
         let hub = TestHub::start().await;
         let sender = client(&hub, "sender", Transport::Mqtt).await;
@@ -43,10 +44,20 @@ async fn over_amqp_abandon_redelivers_at_once_and_reject_drops() {
         let mut in1 = receiver.input_receiver("in1").unwrap();
         sender.send_to_output("out1", Message::new("a")).await.unwrap();
         let first = next(&mut in1).await;
+        let abandoned = Instant::now();
         first.abandon().unwrap();
+        let second = next(&mut in1).await;
+        let first_pause = abandoned.elapsed();
+        let abandoned = Instant::now();
+        second.abandon().unwrap();
         let again = next(&mut in1).await;
-        assert_eq!((body(&first), body(&again)), ("a".into(), "a".into()));
+        let second_pause = abandoned.elapsed();
+        assert_eq!((body(&first), body(&second), body(&again)), ("a".into(), "a".into(), "a".into()));
         assert_eq!(receiver.metrics().reconnects, 0, "released, not redelivered by a reconnect");
+        // The release waits 100 ms, then 200 ms for the next abandon in a row: a handler that
+        // keeps failing does not spin through the message.
+        assert!(first_pause >= Duration::from_millis(100), "{first_pause:?}");
+        assert!(second_pause >= Duration::from_millis(200), "{second_pause:?}");
         again.reject().unwrap();
         hub.pending_becomes("receiver", 0).await;
         assert!(again.complete().is_err(), "a message settles once");

@@ -32,6 +32,13 @@ use crate::message::Message;
 use crate::state::DisconnectReason;
 use crate::wire::{property_bag, topic};
 
+/// How long an abandoned input waits before its `released` disposition goes out, doubling with
+/// every abandon in a row up to [`ABANDON_PAUSE_MAX`] (a complete or reject starts over). The
+/// hub delivers a released message again at once, so without the pause a handler that keeps
+/// failing on a message, or code that drops messages unsettled, would spin through it.
+const ABANDON_PAUSE: Duration = Duration::from_millis(100);
+const ABANDON_PAUSE_MAX: Duration = Duration::from_secs(5);
+
 type SendResult = (u64, std::result::Result<Outcome, SendError>);
 type InFlight = Pin<Box<dyn Future<Output = SendResult> + Send>>;
 
@@ -60,6 +67,7 @@ struct AmqpDriver {
     epoch: u64,
     inputs_wanted: bool,
     desired_version: Option<i64>,
+    abandoned_in_a_row: u32,
 }
 
 /// Runs until closed. `first` reports the outcome of the first connection attempt.
@@ -75,6 +83,7 @@ pub(crate) async fn run(parts: DriverParts, first: oneshot::Sender<Result<()>>) 
         epoch: 0,
         inputs_wanted: false,
         desired_version: None,
+        abandoned_in_a_row: 0,
     };
     supervise(driver, first).await
 }
@@ -180,18 +189,12 @@ impl AmqpDriver {
     /// Takes a command while connected.
     async fn accept(&mut self, cmd: Command, links: &mut Links) -> Result<()> {
         match cmd {
+            Command::Settle { pkid, epoch, how: Settlement::Abandon } => self.release_later(pkid, epoch),
             Command::Settle { pkid, epoch, how } => {
-                if let Some(info) = self.inputs.remove(&pkid).filter(|_| epoch == self.epoch) {
-                    if let Some(rx) = links.inputs.as_mut() {
-                        let settled = match how {
-                            Settlement::Complete => rx.accept(info).await,
-                            Settlement::Abandon => rx.release(info).await,
-                            Settlement::Reject => rx.reject(info, None).await,
-                        };
-                        settled.map_err(|e| link_lost("inputs", e))?;
-                    }
-                }
+                self.abandoned_in_a_row = 0;
+                self.settle(links, pkid, epoch, how).await?;
             }
+            Command::Release { pkid, epoch } => self.settle(links, pkid, epoch, Settlement::Abandon).await?,
             Command::SubscribeInputs if !self.inputs_wanted => {
                 self.inputs_wanted = true;
                 links.inputs = Some(connect::attach_inputs(&mut links.session, &self.p.identity).await?);
@@ -202,6 +205,30 @@ impl AmqpDriver {
     }
 
     /// Queues work (bounded), answering commands AMQP cannot carry.
+    /// Sends the disposition for input `pkid` of connection `epoch` (none after a reconnect: the
+    /// hub delivers the message again anyway).
+    async fn settle(&mut self, links: &mut Links, pkid: u16, epoch: u64, how: Settlement) -> Result<()> {
+        let Some(info) = self.inputs.remove(&pkid).filter(|_| epoch == self.epoch) else { return Ok(()) };
+        let Some(rx) = links.inputs.as_mut() else { return Ok(()) };
+        let settled = match how {
+            Settlement::Complete => rx.accept(info).await,
+            Settlement::Abandon => rx.release(info).await,
+            Settlement::Reject => rx.reject(info, None).await,
+        };
+        settled.map_err(|e| link_lost("inputs", e))
+    }
+
+    /// Releases an abandoned input after a pause (see [`ABANDON_PAUSE`]).
+    fn release_later(&mut self, pkid: u16, epoch: u64) {
+        let pause = ABANDON_PAUSE.saturating_mul(1 << self.abandoned_in_a_row.min(8)).min(ABANDON_PAUSE_MAX);
+        self.abandoned_in_a_row = self.abandoned_in_a_row.saturating_add(1);
+        let driver = self.p.self_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let _ = driver.send(Command::Release { pkid, epoch });
+        });
+    }
+
     fn enqueue(&mut self, cmd: Command) {
         let work = match cmd {
             Command::Publish { topic, payload, done, .. } => match self.events_message(&topic, payload) {
@@ -216,7 +243,7 @@ impl AmqpDriver {
                 return drop(done.send(Err(user_topics_unsupported())));
             }
             Command::SubscribeInputs => return self.inputs_wanted = true,
-            Command::Settle { .. } | Command::Close { .. } => return,
+            Command::Settle { .. } | Command::Release { .. } | Command::Close { .. } => return,
         };
         if self.queue.len() >= self.p.options.queue_bound {
             let err = Error::new(ErrorKind::QueueFull, format!("{} operations are already waiting", self.queue.len()));
