@@ -152,6 +152,10 @@ pub fn restartable_port() -> u16 {
 /// [`start`] with every port left at 0 replaced by a [`restartable_port`], picking again (a few
 /// times) when another process takes one between the pick and the bind.
 pub async fn start_restartable(config: HubConfig) -> Result<RunningHub, String> {
+    let picks_ports = config.mqtt_port == 0 || config.https_port == 0 || config.amqp_port == Some(0);
+    if !picks_ports {
+        return start(config).await; // a restart: the ports are the ones it had
+    }
     let mut last_error = String::new();
     for _ in 0..20 {
         let mut attempt = config.clone();

@@ -147,15 +147,19 @@ pub fn install(env: sys::napi_env, watch: Arc<dyn Watch>) {
 }
 
 unsafe extern "C" fn before_poll(handle: *mut UvHandle) {
-    let (Some(uv), Some(watch)) = (uv(), WATCH.with(|w| w.borrow().clone())) else { return };
-    if !watch.awaiting() || watch.queued() {
-        return;
-    }
-    // SAFETY: `handle` is the live prepare handle, run by its own loop.
-    if unsafe { (uv.backend_timeout)((uv.handle_get_loop)(handle)) } == 0 {
-        return; // the loop will not sleep: something else is due.
-    }
-    spin_until(IDLE_SPIN, || watch.queued());
+    let Some(uv) = uv() else { return };
+    // Runs on every turn of the loop: the watch is borrowed, not cloned.
+    WATCH.with(|w| {
+        let Some(watch) = &*w.borrow() else { return };
+        if !watch.awaiting() || watch.queued() {
+            return;
+        }
+        // SAFETY: `handle` is the live prepare handle, run by its own loop.
+        if unsafe { (uv.backend_timeout)((uv.handle_get_loop)(handle)) } == 0 {
+            return; // the loop will not sleep: something else is due.
+        }
+        spin_until(IDLE_SPIN, || watch.queued());
+    })
 }
 
 unsafe extern "C" fn uninstall(handle: *mut c_void) {

@@ -424,12 +424,13 @@ where
     match local.poll() {
         // SAFETY: on the JavaScript thread of `env`; the deferred was just created there and is
         // settled only here (the future is gone, so no later poll can finish it again).
-        Some((deferred, outcome)) => unsafe { finish(env.raw(), state, deferred, outcome) },
+        Some((deferred, outcome)) => {
+            unsafe { finish(env.raw(), state, deferred, outcome) };
+        }
         None => {
             state.awaiting.fetch_add(1, Ordering::Relaxed);
-            sys::Status::napi_ok
         }
-    };
+    }
     Ok(promise)
 }
 

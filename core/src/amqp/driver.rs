@@ -204,7 +204,6 @@ impl AmqpDriver {
         Ok(())
     }
 
-    /// Queues work (bounded), answering commands AMQP cannot carry.
     /// Sends the disposition for input `pkid` of connection `epoch` (none after a reconnect: the
     /// hub delivers the message again anyway).
     async fn settle(&mut self, links: &mut Links, pkid: u16, epoch: u64, how: Settlement) -> Result<()> {
@@ -229,6 +228,7 @@ impl AmqpDriver {
         });
     }
 
+    /// Queues work (bounded), answering commands AMQP cannot carry.
     fn enqueue(&mut self, cmd: Command) {
         let work = match cmd {
             Command::Publish { topic, payload, done, .. } => match self.events_message(&topic, payload) {
