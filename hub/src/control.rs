@@ -52,11 +52,11 @@ pub fn start(
                 _ = stop.changed() => return,
             };
             let hub = hub.clone();
-            tokio::spawn(async move {
+            tokio::spawn(crate::listener::ends_with_hub(stop.clone(), async move {
                 if let Err(e) = serve(hub, stream, listeners).await {
                     tracing::debug!("control connection: {e}");
                 }
-            });
+            }));
         }
     }))
 }

@@ -18,6 +18,8 @@ pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed accept (e.g. out of file descriptors), before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a connection may go on after the hub stops: enough to send its close.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Accepts on `listener` until `shutdown` fires, running `serve(stream, peer)` as a task of its
 /// own for every connection whose handshake completes. `port` names the port in logs.
@@ -47,12 +49,33 @@ pub async fn accept_tls<S, F>(
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, serve) = (acceptor.clone(), serve.clone());
-        tokio::spawn(async move {
+        tokio::spawn(ends_with_hub(shutdown.clone(), async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => serve(tls, peer).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "{port} TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "{port} TLS handshake timed out"),
             }
-        });
+        }));
+    }
+}
+
+/// Runs a connection task until it ends, or until [`STOP_GRACE`] after the hub stops. A
+/// registered connection closes itself when the hub tells it to, but one still in its TLS
+/// handshake, AMQP open or WebSocket upgrade (or a CLI monitor) is not told and would keep the
+/// hub — and its store's file lock — alive for its own timeout, so a hub restarted on the same
+/// state dir could not open the store.
+pub async fn ends_with_hub(mut shutdown: watch::Receiver<bool>, connection: impl Future<Output = ()>) {
+    let hub_stopped = async {
+        let stopped = shutdown.wait_for(|stopped| *stopped).await.is_ok();
+        if stopped {
+            tokio::time::sleep(STOP_GRACE).await;
+        } else {
+            // The hub was dropped without `shutdown`: it keeps serving (see `RunningHub`).
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = connection => {}
+        _ = hub_stopped => tracing::debug!("connection cut off {STOP_GRACE:?} after the hub stopped"),
     }
 }

@@ -73,6 +73,9 @@ impl RunningHub {
             self.hub.close_all();
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        if Arc::strong_count(&self.hub) > 1 {
+            tracing::warn!("hub still referenced after shutdown: its store stays open");
+        }
         let hub = self.hub;
         tokio::task::spawn_blocking(move || {
             hub.stop_writer();

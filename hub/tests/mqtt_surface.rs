@@ -191,6 +191,27 @@ async fn routes_with_conditions_store_for_late_subscribers_and_survive_restart()
     );
 }
 
+/// A client that finished TLS but never sent CONNECT (or an HTTP request) is not a registered
+/// connection the hub can tell to close; it must not keep the stopped hub's store open until its
+/// own deadline (60 s), or a hub restarted on the same state dir finds the database locked.
+#[tokio::test]
+async fn a_hub_restarts_while_clients_idle_before_their_first_packet() {
+    let mut hub = Hub::start().await;
+    let running = hub.running.as_ref().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&hub.state().ca_pem().unwrap()));
+    let mut idle = Vec::new();
+    for addr in [running.mqtt_addr, running.https_addr] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        idle.push(tokio::time::timeout(STEP, connector.connect(name, tcp)).await.unwrap().unwrap());
+    }
+    hub.stop().await;
+    hub.restart().await;
+    let (_b, mut ev) = hub.module("b");
+    assert_eq!(connack(&mut ev).await.unwrap(), ConnectReturnCode::Success);
+    drop(idle);
+}
+
 #[tokio::test]
 async fn twin_versions_and_desired_notifications() {
     let hub = Hub::start().await;

@@ -68,7 +68,7 @@ pub fn upgrade(
     };
     let accept = websocket::accept_key(key.as_bytes());
     let upgraded = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    tokio::spawn(crate::listener::ends_with_hub(shutdown.clone(), async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, upgraded).await {
             Ok(Ok(io)) => {
                 let stream = websocket::server(TokioIo::new(io)).await;
@@ -81,7 +81,7 @@ pub fn upgrade(
             Ok(Err(e)) => tracing::debug!(peer, "WebSocket upgrade failed: {e}"),
             Err(_) => tracing::debug!(peer, "WebSocket upgrade timed out"),
         }
-    });
+    }));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
