@@ -70,7 +70,7 @@ pub async fn ends_with_hub(mut shutdown: watch::Receiver<bool>, connection: impl
         if stopped {
             tokio::time::sleep(STOP_GRACE).await;
         } else {
-            // The hub was dropped without `shutdown`: it keeps serving (see `RunningHub`).
+            // The hub was dropped without `shutdown`: open connections go on (see `RunningHub`).
             std::future::pending::<()>().await;
         }
     };

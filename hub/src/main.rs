@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edgemodule_hub::control;
-use edgemodule_hub::server::{start, HubConfig};
+use edgemodule_hub::server::{start, HubConfig, StartError, EXIT_PORT_IN_USE};
 use edgemodule_hub::state::StateDir;
 use serde_json::{json, Value};
 
@@ -29,7 +29,7 @@ enum Command {
         #[arg(long, default_value = "localhost")]
         hostname: String,
     },
-    /// Run the hub with a deployment manifest.
+    /// Run the hub with a deployment manifest. Exits 3 when a port is taken, 2 on other errors.
     Start {
         #[arg(long)]
         deployment: PathBuf,
@@ -182,7 +182,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let mut config = HubConfig::new(&cli.state_dir, deployment);
             (config.bind, config.mqtt_port, config.https_port) = (bind, mqtt_port, https_port);
             config.amqp_port = (!no_amqp).then_some(amqp_port);
-            let hub = start(config).await?;
+            let hub = match start(config).await {
+                Ok(hub) => hub,
+                Err(e @ StartError::PortInUse(_)) => {
+                    eprintln!("edgemodule-hub: {e}");
+                    return Ok(ExitCode::from(EXIT_PORT_IN_USE));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let amqp = hub.amqp_addr.map_or("off".to_string(), |a| a.to_string());
             eprintln!(
                 "edgemodule-hub: MQTT on {}, HTTPS on {}, AMQP on {amqp}, modules: {}",

@@ -49,7 +49,43 @@ impl HubConfig {
     }
 }
 
-/// A started hub; dropping it does not stop it, `shutdown` does.
+/// Why a hub did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartError {
+    /// A listener's port is taken (by another process, or by a hub that has not stopped yet).
+    PortInUse(String),
+    /// Anything else: the deployment, the state dir, the TLS material, a socket.
+    Other(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::PortInUse(m) | StartError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// `edgemodule-hub start`'s exit status when a port is taken (2 for every other failure), so a
+/// supervisor can pick other ports without reading the message.
+pub const EXIT_PORT_IN_USE: u8 = 3;
+
+impl From<String> for StartError {
+    fn from(message: String) -> Self {
+        StartError::Other(message)
+    }
+}
+
+impl From<StartError> for String {
+    fn from(e: StartError) -> String {
+        e.to_string()
+    }
+}
+
+/// A started hub. `shutdown` stops it; dropping it only stops the listeners (open connections
+/// and the store stay until their tasks end).
 pub struct RunningHub {
     pub hub: Arc<Hub>,
     pub mqtt_addr: SocketAddr,
@@ -87,7 +123,7 @@ impl RunningHub {
 }
 
 /// Loads the deployment and state, binds every listener, and starts serving.
-pub async fn start(config: HubConfig) -> Result<RunningHub, String> {
+pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
     let deployment = Deployment::load(&config.deployment_file).map_err(|e| e.to_string())?;
     let state = Arc::new(StateDir::open(&config.state_dir).map_err(|e| e.to_string())?);
     let hub = Hub::new(state.clone(), &deployment, config.delivery_window)
@@ -154,12 +190,12 @@ pub fn restartable_port() -> u16 {
 
 /// [`start`] with every port left at 0 replaced by a [`restartable_port`], picking again (a few
 /// times) when another process takes one between the pick and the bind.
-pub async fn start_restartable(config: HubConfig) -> Result<RunningHub, String> {
+pub async fn start_restartable(config: HubConfig) -> Result<RunningHub, StartError> {
     let picks_ports = config.mqtt_port == 0 || config.https_port == 0 || config.amqp_port == Some(0);
     if !picks_ports {
         return start(config).await; // a restart: the ports are the ones it had
     }
-    let mut last_error = String::new();
+    let mut last_error = StartError::Other("no ports tried".into());
     for _ in 0..20 {
         let mut attempt = config.clone();
         for port in [&mut attempt.mqtt_port, &mut attempt.https_port].into_iter().chain(attempt.amqp_port.as_mut()) {
@@ -168,17 +204,21 @@ pub async fn start_restartable(config: HubConfig) -> Result<RunningHub, String> 
             }
         }
         match start(attempt).await {
-            Err(e) if e.contains("in use") => last_error = e,
+            Err(e @ StartError::PortInUse(_)) => last_error = e,
             other => return other,
         }
     }
     Err(last_error)
 }
 
-async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(SocketAddr::new(ip, port))
-        .await
-        .map_err(|e| format!("cannot listen for {what} on {ip}:{port}: {e}"))
+async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(SocketAddr::new(ip, port)).await.map_err(|e| {
+        let message = format!("cannot listen for {what} on {ip}:{port}: {e}");
+        match e.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::PortInUse(message),
+            _ => StartError::Other(message),
+        }
+    })
 }
 
 /// Binds a unix socket, replacing a stale socket file from an earlier run.

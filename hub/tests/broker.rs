@@ -356,7 +356,7 @@ async fn a_bad_policy_is_refused_at_start_with_its_json_path() {
                 running.shutdown().await;
                 panic!("a bad policy was accepted ({path})");
             }
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         let expected = format!("{}: $.modulesContent.$edgeHub.properties.desired.mqttBroker{path}: ", file.display());
         assert!(err.starts_with(&expected), "{err}\nexpected to start with {expected}");

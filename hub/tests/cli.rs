@@ -72,8 +72,17 @@ async fn scenario() {
     assert_eq!(out.status.code(), Some(2));
     assert!(err.contains("bad.json") && err.contains("routes.ab"), "{err}");
 
+    // A taken port: its own exit status, so a supervisor can pick another port.
     let good = dir.path().join("deployment.json");
     std::fs::write(&good, deployment().to_string()).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out =
+        run(&state, &["start", "--deployment", good.to_str().unwrap(), "--mqtt-port", &port, "--https-port", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("cannot listen for MQTT on 127.0.0.1:{port}")), "{err}");
+    drop(taken);
     let _hub = Running(
         hub_cmd(&state)
             .args(["start", "--deployment", good.to_str().unwrap(), "--mqtt-port", "0", "--https-port", "0"])

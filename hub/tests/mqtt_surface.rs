@@ -287,10 +287,10 @@ async fn malformed_manifests_are_rejected_naming_file_path_and_problem() {
     bad["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]["hot"] = json!("FROM /messages/* INTO $nowhere");
     let file = dir.path().join("bad.json");
     std::fs::write(&file, bad.to_string()).unwrap();
-    let err = start(HubConfig::new(dir.path(), &file)).await.err().unwrap();
+    let err = start(HubConfig::new(dir.path(), &file)).await.err().unwrap().to_string();
     assert!(err.contains("bad.json") && err.contains("routes.hot") && err.contains("sink"), "{err}");
     std::fs::write(&file, "{ not json").unwrap();
-    let err = start(HubConfig::new(dir.path(), &file)).await.err().unwrap();
+    let err = start(HubConfig::new(dir.path(), &file)).await.err().unwrap().to_string();
     assert!(err.contains("bad.json") && err.contains("line 1"), "{err}");
 }
 

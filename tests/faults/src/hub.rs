@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgemodule_hub::server::restartable_port;
+use edgemodule_hub::server::{restartable_port, StartError, EXIT_PORT_IN_USE};
 use edgemodule_hub::state::StateDir;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -31,7 +31,7 @@ pub struct HubProcess {
 }
 
 impl HubProcess {
-    /// `edgemodule-hub init`, then `edgemodule-hub start` on ephemeral loopback ports with
+    /// `edgemodule-hub init`, then `edgemodule-hub start` on restartable loopback ports with
     /// `deployment`; returns once the hub listens.
     pub async fn start(exe: &Path, deployment: &Value) -> Result<HubProcess, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
@@ -66,15 +66,14 @@ impl HubProcess {
 
     /// The first start, on ports outside the ephemeral range (no other socket can take them
     /// while the hub is killed), picked again if another process takes one first.
-    async fn first_spawn(&mut self) -> Result<(), String> {
+    async fn first_spawn(&mut self) -> Result<(), StartError> {
         let mut result = Ok(());
         for _ in 0..20 {
             (self.mqtt_port, self.https_port) = (restartable_port(), restartable_port());
             self.amqp_port = self.amqp_port.map(|_| restartable_port());
             result = self.spawn().await;
-            match &result {
-                Err(e) if e.contains("in use") => self.kill9().await,
-                _ => break,
+            if !matches!(result, Err(StartError::PortInUse(_))) {
+                break;
             }
         }
         result
@@ -86,7 +85,7 @@ impl HubProcess {
 
     /// Starts the process and waits for its "MQTT on …, HTTPS on …" line (printed once both
     /// listeners are bound) on this hub's ports.
-    async fn spawn(&mut self) -> Result<(), String> {
+    async fn spawn(&mut self) -> Result<(), StartError> {
         let mut child = Command::new(&self.exe)
             .arg("--state-dir")
             .arg(self.state())
@@ -128,8 +127,21 @@ impl HubProcess {
                 }
                 Ok(())
             }
-            Ok(Err(_)) => Err(format!("the hub exited before listening:\n{}", self.log_tail())),
-            Err(_) => Err(format!("the hub did not listen within {START_LIMIT:?}:\n{}", self.log_tail())),
+            Ok(Err(_)) => {
+                let status = match self.child.take() {
+                    Some(mut child) => child.wait().await.ok().and_then(|s| s.code()),
+                    None => None,
+                };
+                let message = format!("the hub exited ({status:?}) before listening:\n{}", self.log_tail());
+                Err(match status {
+                    Some(code) if code == i32::from(EXIT_PORT_IN_USE) => StartError::PortInUse(message),
+                    _ => StartError::Other(message),
+                })
+            }
+            Err(_) => {
+                self.kill9().await;
+                Err(format!("the hub did not listen within {START_LIMIT:?}:\n{}", self.log_tail()).into())
+            }
         }
     }
 
@@ -143,7 +155,7 @@ impl HubProcess {
 
     /// Starts the hub again on the same state dir and ports.
     pub async fn restart(&mut self) -> Result<(), String> {
-        self.spawn().await
+        Ok(self.spawn().await?)
     }
 
     /// The module's connection string (with GatewayHostName, as `edgemodule-hub
