@@ -820,12 +820,13 @@ enum edge_status edge_options_set_transport(struct edge_options *opts,
                                             const char *name);
 
 /**
- * Tunnels the WebSocket transport through an HTTP CONNECT proxy,
- * "http://[user:password@]host[:port]" (copied); NULL removes a proxy set before. Checked when
+ * Tunnels the WebSocket transport, and module-to-module method calls, through an HTTP CONNECT
+ * proxy, "http://[user:password@]host[:port]" (copied); NULL removes a proxy set before. Checked when
  * the client is created: a malformed URL, or a proxy with a transport that is not WebSocket,
  * gives EDGE_STATUS_CONFIGURATION.
  */
-enum edge_status edge_options_set_proxy(struct edge_options *opts, const char *url);
+enum edge_status edge_options_set_proxy(struct edge_options *opts,
+                                        const char *url);
 
 /**
  * Never reconnect: the first connection loss closes the client.

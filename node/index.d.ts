@@ -190,8 +190,8 @@ export interface ClientOptions {
    */
   transport?: string
   /**
-   * An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`
-   * (malformed, or set with `'mqtt'`: CONFIGURATION).
+   * An HTTP CONNECT proxy for the WebSocket transport and module-to-module method calls,
+   * `http://[user:password@]host[:port]` (malformed, or set with `'mqtt'`: CONFIGURATION).
    */
   proxy?: string
   /** Sends awaiting acknowledgement at once (default 256). */

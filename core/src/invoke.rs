@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::identity::ModuleIdentity;
@@ -68,6 +67,7 @@ pub struct MethodResult {
 pub(crate) struct Invoker {
     tls: Arc<rustls::ClientConfig>,
     port: u16,
+    proxy: Option<String>,
     connect_timeout: Duration,
     sas_ttl: Duration,
 }
@@ -76,7 +76,8 @@ impl Invoker {
     pub(crate) fn new(identity: &ModuleIdentity, options: &ClientOptions, tls: Arc<rustls::ClientConfig>) -> Self {
         Invoker {
             tls,
-            port: options.https_port.or(identity.https_port).unwrap_or(443),
+            port: options.https_port.or(identity.https_port).unwrap_or(crate::transport::HTTPS_PORT),
+            proxy: options.proxy.clone(),
             connect_timeout: options.connect_timeout,
             sas_ttl: options.sas_ttl,
         }
@@ -115,19 +116,10 @@ impl Invoker {
     }
 
     async fn round_trip(&self, host: &str, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, self.port)))
+        let tls = crate::transport::open_https(host, self.port, self.proxy.as_deref(), &self.tls);
+        let tls = tokio::time::timeout(self.connect_timeout, tls)
             .await
-            .map_err(|_| Error::timeout("connecting to the hub's HTTPS port", self.connect_timeout))?
-            .map_err(|e| {
-                Error::with_source(ErrorKind::ConnectionRefused, format!("cannot reach {host}:{}", self.port), e)
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let name = rustls_pki_types::ServerName::try_from(host.to_string())
-            .map_err(|_| Error::config(format!("'{host}' is not a valid host name")))?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Tls, format!("TLS with {host} failed"), e))?;
+            .map_err(|_| Error::timeout("connecting to the hub's HTTPS port", self.connect_timeout))??;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| Error::with_source(ErrorKind::ConnectionLost, "HTTP handshake", e))?;

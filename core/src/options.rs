@@ -102,7 +102,8 @@ pub struct ClientOptions {
     pub https_port: Option<u16>,
     /// Overrides the AMQPS port of the AMQP transport (default 5671).
     pub amqp_port: Option<u16>,
-    /// An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`.
+    /// An HTTP CONNECT proxy for the WebSocket transport and module-to-module method calls,
+    /// `http://[user:password@]host[:port]`.
     pub proxy: Option<String>,
 }
 
@@ -187,7 +188,8 @@ impl ClientOptions {
         self.transport = transport;
         self
     }
-    /// Tunnels the WebSocket transport through an HTTP CONNECT proxy.
+    /// Tunnels the WebSocket transport, and module-to-module method calls, through an HTTP
+    /// CONNECT proxy.
     pub fn with_proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = Some(url.into());
         self

@@ -160,14 +160,18 @@ async fn websocket_goes_through_an_http_connect_proxy() {
         assert_eq!(got.message().body().as_ref(), b"via proxy");
         got.complete().unwrap();
         sender.get_twin(None).await.unwrap();
+        // A module-to-module method call is HTTPS to the same port: through the proxy too.
+        hub.echo_methods_both_ways(&sender, &receiver).await;
 
         let heads = seen.lock().unwrap().clone();
-        assert_eq!(heads.len(), 1, "{heads:?}");
+        assert_eq!(heads.len(), 2, "the WebSocket and the method call: {heads:?}");
         let target = format!("localhost:{}", hub.https_port);
-        assert!(heads[0].starts_with(&format!("CONNECT {target} HTTP/1.1\r\n")), "{}", heads[0]);
-        assert!(heads[0].to_ascii_lowercase().contains(&format!("host: {target}\r\n")), "{}", heads[0]);
-        // base64("edge user:p@ss")
-        assert!(heads[0].contains("Proxy-Authorization: Basic ZWRnZSB1c2VyOnBAc3M=\r\n"), "{}", heads[0]);
+        for head in heads {
+            assert!(head.starts_with(&format!("CONNECT {target} HTTP/1.1\r\n")), "{head}");
+            assert!(head.to_ascii_lowercase().contains(&format!("host: {target}\r\n")), "{head}");
+            // base64("edge user:p@ss")
+            assert!(head.contains("Proxy-Authorization: Basic ZWRnZSB1c2VyOnBAc3M=\r\n"), "{head}");
+        }
     })
     .await
 }

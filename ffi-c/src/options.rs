@@ -185,8 +185,8 @@ pub unsafe extern "C" fn edge_options_set_transport(opts: *mut edge_options, nam
     })
 }
 
-/// Tunnels the WebSocket transport through an HTTP CONNECT proxy,
-/// "http://[user:password@]host[:port]" (copied); NULL removes a proxy set before. Checked when
+/// Tunnels the WebSocket transport, and module-to-module method calls, through an HTTP CONNECT
+/// proxy, "http://[user:password@]host[:port]" (copied); NULL removes a proxy set before. Checked when
 /// the client is created: a malformed URL, or a proxy with a transport that is not WebSocket,
 /// gives EDGE_STATUS_CONFIGURATION.
 #[no_mangle]

@@ -40,8 +40,8 @@ pub struct ClientOptions {
     /// `string`; an unknown name rejects with
     /// INVALID_ARGUMENT listing the accepted ones.
     pub transport: Option<String>,
-    /// An HTTP CONNECT proxy for the WebSocket transport, `http://[user:password@]host[:port]`
-    /// (malformed, or set with `'mqtt'`: CONFIGURATION).
+    /// An HTTP CONNECT proxy for the WebSocket transport and module-to-module method calls,
+    /// `http://[user:password@]host[:port]` (malformed, or set with `'mqtt'`: CONFIGURATION).
     pub proxy: Option<String>,
     /// Sends awaiting acknowledgement at once (default 256).
     pub max_in_flight: Option<f64>,
