@@ -116,10 +116,12 @@ impl Invoker {
     }
 
     async fn round_trip(&self, host: &str, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
-        let tls = crate::transport::open_https(host, self.port, self.proxy.as_deref(), &self.tls);
-        let tls = tokio::time::timeout(self.connect_timeout, tls)
+        // The connect deadline bounds reaching the port; TLS and the call have the call's own.
+        let tcp = crate::transport::reach_https(host, self.port, self.proxy.as_deref());
+        let tcp = tokio::time::timeout(self.connect_timeout, tcp)
             .await
             .map_err(|_| Error::timeout("connecting to the hub's HTTPS port", self.connect_timeout))??;
+        let tls = crate::transport::open_tls(tcp, host, &self.tls).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| Error::with_source(ErrorKind::ConnectionLost, "HTTP handshake", e))?;

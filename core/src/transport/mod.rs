@@ -54,24 +54,18 @@ pub(crate) async fn connect(
     let Some(subprotocol) = subprotocol else {
         return Ok(Stream::Tls(open_tls(open_tcp(host, port).await?, host, tls).await?));
     };
-    let tls = open_https(host, port, options.proxy.as_deref(), tls).await?;
+    let tls = open_tls(reach_https(host, port, options.proxy.as_deref()).await?, host, tls).await?;
     let ws = websocket::client(tls, host, port, subprotocol).await.map_err(|e| websocket_error(e, host, port))?;
     Ok(Stream::WebSocket(ws))
 }
 
-/// TLS to the hub's HTTPS port, through the HTTP CONNECT proxy when one is set (a network that
-/// needs a proxy for the WebSocket transports needs it for every HTTPS request too).
-pub(crate) async fn open_https(
-    host: &str,
-    port: u16,
-    proxy: Option<&str>,
-    tls: &Arc<rustls::ClientConfig>,
-) -> Result<TlsStream<TcpStream>> {
-    let tcp = match proxy {
-        Some(url) => proxy::ProxyUrl::parse(url)?.tunnel(host, port).await?,
-        None => open_tcp(host, port).await?,
-    };
-    open_tls(tcp, host, tls).await
+/// A TCP stream to the hub's HTTPS port, tunnelled through the HTTP CONNECT proxy when one is set
+/// (a network that needs a proxy for the WebSocket transports needs it for every HTTPS request).
+pub(crate) async fn reach_https(host: &str, port: u16, proxy: Option<&str>) -> Result<TcpStream> {
+    match proxy {
+        Some(url) => proxy::ProxyUrl::parse(url)?.tunnel(host, port).await,
+        None => open_tcp(host, port).await,
+    }
 }
 
 pub(crate) async fn open_tcp(host: &str, port: u16) -> Result<TcpStream> {
