@@ -58,7 +58,7 @@ pub(crate) async fn open(
         .scheme("amqp")
         .sasl_profile(SaslProfile::Anonymous)
         .idle_time_out(options.keep_alive.as_millis().min(u32::MAX as u128) as u32)
-        .open_with_stream(stream)
+        .open_with_stream(crate::transport::write_behind::WriteBehind::new(stream))
         .await
         .map_err(|e| Error::with_source(ErrorKind::ConnectionRefused, "the hub refused the AMQP connection", e))?;
     let mut session = Session::begin(&mut connection).await.map_err(|e| lost("beginning the session", e))?;

@@ -5,6 +5,7 @@
 
 pub mod proxy;
 pub mod websocket;
+pub mod write_behind;
 
 use std::io;
 use std::pin::Pin;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use edgemodule_core::amqp::mapping::Amqp;
 use edgemodule_core::amqp::twin as twin_msg;
+use edgemodule_core::transport::write_behind::WriteBehind;
 use fe2o3_amqp::acceptor::{ConnectionAcceptor, ListenerConnectionHandle, SessionAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -84,7 +85,7 @@ where
         desired_subscribed: AtomicBool::new(false),
         methods_subscribed: Arc::new(AtomicBool::new(false)),
     });
-    let stream = Replay::new(head, stream);
+    let stream = WriteBehind::new(Replay::new(head, stream));
     let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&conn, protocol, stream)).await;
     let handle = match opened {
         Ok(Ok(h)) => h,
@@ -94,7 +95,11 @@ where
     Supervisor::new(conn, events_rx, shutdown).run(handle).await;
 }
 
-async fn open<S>(conn: &Arc<Conn>, protocol: Protocol, stream: Replay<S>) -> Result<ListenerConnectionHandle, String>
+async fn open<S>(
+    conn: &Arc<Conn>,
+    protocol: Protocol,
+    stream: WriteBehind<Replay<S>>,
+) -> Result<ListenerConnectionHandle, String>
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Unpin + Send + 'static,
 {
