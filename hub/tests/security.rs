@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{client_tls, connack, until, STEP};
 use edgemodule_core::invoke::MethodInvocation;
@@ -449,6 +449,23 @@ async fn key_files_are_private() {
 
 struct Running(Child);
 
+impl Running {
+    /// Stops the hub as an operator does (SIGTERM) and waits for it to exit, so its log is whole.
+    async fn terminate(mut self) {
+        // SAFETY: a plain signal to our own child, which has not been waited for yet.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "the hub exited with {status} on SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the hub did not exit within 10 s of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -568,8 +585,7 @@ async fn log_session(flag: &str, filter: Option<&str>) {
     assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 401"), "{}", String::from_utf8_lossy(&resp));
     a.close().await.unwrap();
     b.close().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(hub);
+    hub.terminate().await;
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     let what = format!("{flag} EDGEMODULE_LOG={filter:?}");

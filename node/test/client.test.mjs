@@ -130,7 +130,6 @@ describe('ModuleClient against edgemodule-hub', () => {
   test('onDesiredPropertiesUpdate receives a desired patch made on the hub', T, async () => {
     const inbox = new Inbox()
     receiver.onDesiredPropertiesUpdate(inbox.push)
-    await sleep(100)
     await hub.patchDesired('receiver', { threshold: 40 })
     const patch = await inbox.next(10_000, 'a desired patch')
     assert.equal(patch.threshold, 40)

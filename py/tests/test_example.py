@@ -11,6 +11,8 @@ from typing import Any
 
 from edgemodule import ModuleClient
 
+from helpers import wait_until
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "filter.py"
 
 
@@ -32,13 +34,8 @@ def test_filter_example(hub: Any, tmp_path: Path) -> None:
                 m.complete()
             assert got == [30, 40]
             hub.patch_desired("filter", {"threshold": 35})
-            # Wait until the filter reported the new threshold before sending again.
-            for _ in range(200):
-                if hub.twin("filter")["reported"].get("threshold") == 35:
-                    break
-                import time
-
-                time.sleep(0.05)
+            # The filter reports the threshold it applies: once it reads 35, the new one is in force.
+            wait_until(lambda: hub.twin("filter")["reported"].get("threshold") == 35, 20, "reported threshold 35")
             s.send_message_to_output(json.dumps({"temperature": 33}), "raw")
             s.send_message_to_output(json.dumps({"temperature": 36}), "raw")
             m = r.receive_message("filtered", timeout=20)
