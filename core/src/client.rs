@@ -449,6 +449,25 @@ impl ModuleClient {
         self.shared.driver.send(cmd).map_err(|_| closed())
     }
 
+    /// Hands the driver the command `make` builds around the answer's sender, and waits for the
+    /// answer within the call's deadline: CLOSED if the driver drops the sender, TIMEOUT naming
+    /// `what` if the deadline passes first.
+    async fn request<T>(
+        &self,
+        what: &str,
+        timeout: Option<Duration>,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (done, wait) = oneshot::channel();
+        self.command(make(done))?;
+        let deadline = self.deadline(timeout);
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => Err(Error::timeout(what, deadline)),
+        }
+    }
+
     /// Sends `msg` on output `output`; resolves when the hub has stored it (PUBACK).
     pub async fn send_to_output(&self, output: &str, msg: Message) -> Result<()> {
         self.send_to_output_with_timeout(output, msg, None).await
@@ -461,14 +480,14 @@ impl ModuleClient {
         timeout: Option<Duration>,
     ) -> Result<()> {
         let (topic, payload) = self.output_publish(output, msg)?;
-        let (done, wait) = oneshot::channel();
-        self.command(Command::Publish { topic, payload, qos: QoS::AtLeastOnce, retain: false, done })?;
-        let deadline = self.deadline(timeout);
-        match tokio::time::timeout(deadline, wait).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(Error::timeout("send_to_output", deadline)),
-        }
+        self.request("send_to_output", timeout, |done| Command::Publish {
+            topic,
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            done,
+        })
+        .await
     }
 
     /// Sends several messages pipelined; resolves when all are acknowledged, or with the first error.
@@ -568,14 +587,7 @@ impl ModuleClient {
     }
 
     async fn twin_request(&self, request: TwinOp, timeout: Option<Duration>, what: &str) -> Result<(u16, Bytes)> {
-        let (done, wait) = oneshot::channel();
-        self.command(Command::Twin { request, done })?;
-        let deadline = self.deadline(timeout);
-        match tokio::time::timeout(deadline, wait).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(Error::timeout(what, deadline)),
-        }
+        self.request(what, timeout, |done| Command::Twin { request, done }).await
     }
 
     /// Reads the module twin.
@@ -646,14 +658,9 @@ impl ModuleClient {
                 format!("payload is {} bytes; the limit is {}", payload.len(), validate::MAX_MESSAGE_BYTES),
             ));
         }
-        let (done, wait) = oneshot::channel();
-        self.command(Command::Publish { topic: topic.to_string(), payload, qos: qos.wire(), retain, done })?;
-        let deadline = self.deadline(timeout);
-        match tokio::time::timeout(deadline, wait).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(Error::timeout("publish", deadline)),
-        }
+        let topic = topic.to_string();
+        self.request("publish", timeout, |done| Command::Publish { topic, payload, qos: qos.wire(), retain, done })
+            .await
     }
 
     /// Subscribes to user-topic filter `filter` (MQTT wildcards allowed) at QoS 1 and returns the
@@ -672,14 +679,9 @@ impl ModuleClient {
     ) -> Result<mpsc::UnboundedReceiver<TopicMessage>> {
         validate::user_topic_filter(filter)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (done, wait) = oneshot::channel();
-        self.command(Command::Subscribe { filter: filter.to_string(), qos: qos.wire(), tx, done })?;
-        let deadline = self.deadline(timeout);
-        match tokio::time::timeout(deadline, wait).await {
-            Ok(Ok(result)) => result.map(|()| rx),
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(Error::timeout("subscribe", deadline)),
-        }
+        let filter = filter.to_string();
+        self.request("subscribe", timeout, |done| Command::Subscribe { filter, qos: qos.wire(), tx, done }).await?;
+        Ok(rx)
     }
 
     /// Ends the subscription to `filter`; its receiver sees no further messages. Resolves on the
@@ -690,14 +692,8 @@ impl ModuleClient {
 
     pub async fn unsubscribe_with_timeout(&self, filter: &str, timeout: Option<Duration>) -> Result<()> {
         validate::user_topic_filter(filter)?;
-        let (done, wait) = oneshot::channel();
-        self.command(Command::Unsubscribe { filter: filter.to_string(), done })?;
-        let deadline = self.deadline(timeout);
-        match tokio::time::timeout(deadline, wait).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => Err(Error::timeout("unsubscribe", deadline)),
-        }
+        let filter = filter.to_string();
+        self.request("unsubscribe", timeout, |done| Command::Unsubscribe { filter, done }).await
     }
 
     /// The connection state; `changed().await` on the receiver waits for the next change.
