@@ -110,7 +110,11 @@ impl RunningHub {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         if Arc::strong_count(&self.hub) > 1 {
-            tracing::warn!("hub still referenced after shutdown: its store stays open");
+            tracing::warn!(
+                references = Arc::strong_count(&self.hub) - 1,
+                connection_tasks = crate::listener::live_connection_tasks(),
+                "hub still referenced after shutdown: its store stays open"
+            );
         }
         let hub = self.hub;
         tokio::task::spawn_blocking(move || {
@@ -122,24 +126,27 @@ impl RunningHub {
     }
 }
 
-/// Loads the deployment and state, binds every listener, and starts serving.
+/// Loads the deployment and state, binds every listener, and starts serving. A start that fails
+/// leaves the state dir free for the next attempt at once (`start_restartable` retries on other
+/// ports right away): the ports are bound before the store is opened, and a failure after that
+/// shuts down what was started, store writer included.
 pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
     let deployment = Deployment::load(&config.deployment_file).map_err(|e| e.to_string())?;
     let state = Arc::new(StateDir::open(&config.state_dir).map_err(|e| e.to_string())?);
-    let hub = Hub::new(state.clone(), &deployment, config.delivery_window)
-        .map_err(|e| format!("{}: {e}", config.deployment_file.display()))?;
     let tls = crate::tls::server_config(
         &state.server_cert_chain_pem().map_err(|e| e.to_string())?,
         &state.server_key_pem().map_err(|e| e.to_string())?,
         &[],
     )?;
-    let (stop, stop_rx) = watch::channel(false);
     let mqtt = bind(config.bind, config.mqtt_port, "MQTT").await?;
     let https = bind(config.bind, config.https_port, "HTTPS").await?;
     let amqp = match config.amqp_port {
         Some(port) => Some(bind(config.bind, port, "AMQP").await?),
         None => None,
     };
+    let hub = Hub::new(state.clone(), &deployment, config.delivery_window)
+        .map_err(|e| format!("{}: {e}", config.deployment_file.display()))?;
+    let (stop, stop_rx) = watch::channel(false);
     let (mqtt_addr, https_addr) = (mqtt.local_addr().unwrap(), https.local_addr().unwrap());
     let amqp_addr = amqp.as_ref().map(|l| l.local_addr().unwrap());
     let mut tasks = vec![
@@ -155,15 +162,33 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
             crate::amqp::serve(hub.clone(), stream, peer.to_string(), stop.clone())
         })));
     }
-    if config.workload {
-        tasks.push(start_workload(&hub, &state.workload_socket_path(), stop_rx.clone())?);
+    let mut running = RunningHub { hub, mqtt_addr, https_addr, amqp_addr, stop, tasks };
+    if let Err(e) = running.serve_unix_sockets(&config, &state, stop_rx) {
+        running.shutdown().await;
+        return Err(e.into());
     }
-    if config.control {
-        let listeners = crate::control::Listeners { mqtt: mqtt_addr, https: https_addr, amqp: amqp_addr };
-        tasks.push(crate::control::start(hub.clone(), &state.control_socket_path(), listeners, stop_rx)?);
+    tracing::info!(%mqtt_addr, %https_addr, ?amqp_addr, modules = ?running.hub.module_ids(), "hub started");
+    Ok(running)
+}
+
+impl RunningHub {
+    /// The workload API and the control socket, as configured.
+    fn serve_unix_sockets(
+        &mut self,
+        config: &HubConfig,
+        state: &StateDir,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        if config.workload {
+            self.tasks.push(start_workload(&self.hub, &state.workload_socket_path(), stop.clone())?);
+        }
+        if config.control {
+            let listeners =
+                crate::control::Listeners { mqtt: self.mqtt_addr, https: self.https_addr, amqp: self.amqp_addr };
+            self.tasks.push(crate::control::start(self.hub.clone(), &state.control_socket_path(), listeners, stop)?);
+        }
+        Ok(())
     }
-    tracing::info!(%mqtt_addr, %https_addr, ?amqp_addr, modules = ?hub.module_ids(), "hub started");
-    Ok(RunningHub { hub, mqtt_addr, https_addr, amqp_addr, stop, tasks })
 }
 
 /// Ports below the kernel's ephemeral range (32768–60999 by default on Linux): neither a

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::{client_tls, connack, publish_on, until, STEP};
 use edgemodule_core::wire::sas;
-use edgemodule_hub::server::{start, start_restartable, HubConfig, RunningHub};
+use edgemodule_hub::server::{start, start_restartable, HubConfig, RunningHub, StartError};
 use edgemodule_hub::state::StateDir;
+use edgemodule_hub::store::Store;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
@@ -210,6 +211,43 @@ async fn a_hub_restarts_while_clients_idle_before_their_first_packet() {
     let (_b, mut ev) = hub.module("b");
     assert_eq!(connack(&mut ev).await.unwrap(), ConnectReturnCode::Success);
     drop(idle);
+}
+
+/// A start that fails (here: a port taken) must leave the state dir free at once: the retry
+/// that `start_restartable` makes on another port opens the same store right away, and a store
+/// still held by the failed attempt (its writer thread) made that retry fail for good with
+/// "Database already open".
+#[tokio::test]
+async fn a_failed_start_leaves_the_store_free_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    StateDir::init(dir.path(), "localhost").unwrap();
+    let manifest = dir.path().join("deployment.json");
+    std::fs::write(&manifest, deployment().to_string()).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        let mut config = HubConfig::new(dir.path(), &manifest);
+        (config.mqtt_port, config.https_port) = (0, taken.local_addr().unwrap().port());
+        let Err(err) = start(config).await else { panic!("the hub started on a taken port") };
+        assert!(matches!(err, StartError::PortInUse(_)), "{err}");
+        if let Err(e) = Store::open(&dir.path().join("hub.redb")) {
+            panic!("the store is still held after the failed start: {e}");
+        }
+    }
+    // A failure after the store is open (the workload socket cannot be bound) releases it too.
+    let socket = StateDir::open(dir.path()).unwrap().workload_socket_path();
+    std::fs::create_dir_all(socket.join("in-the-way")).unwrap();
+    let free_ports = || {
+        let mut config = HubConfig::new(dir.path(), &manifest);
+        (config.mqtt_port, config.https_port) = (0, 0);
+        config
+    };
+    let Err(err) = start(free_ports()).await else { panic!("the hub started without its workload socket") };
+    assert!(matches!(err, StartError::Other(_)), "{err}");
+    if let Err(e) = Store::open(&dir.path().join("hub.redb")) {
+        panic!("the store is still held after the failed start: {e}");
+    }
+    std::fs::remove_dir_all(&socket).unwrap();
+    start(free_ports()).await.unwrap().shutdown().await;
 }
 
 #[tokio::test]
