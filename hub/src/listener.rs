@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,7 @@ pub async fn accept_tls<S, F>(
 /// hub — and its store's file lock — alive for its own timeout, so a hub restarted on the same
 /// state dir could not open the store.
 pub async fn ends_with_hub(mut shutdown: watch::Receiver<bool>, connection: impl Future<Output = ()>) {
+    let _live = LiveTask::enter();
     let hub_stopped = async {
         let stopped = shutdown.wait_for(|stopped| *stopped).await.is_ok();
         if stopped {
@@ -77,5 +79,29 @@ pub async fn ends_with_hub(mut shutdown: watch::Receiver<bool>, connection: impl
     tokio::select! {
         _ = connection => {}
         _ = hub_stopped => tracing::debug!("connection cut off {STOP_GRACE:?} after the hub stopped"),
+    }
+}
+
+/// Connection tasks running in this process (every hub's): a hub that stays referenced after
+/// shutdown says how many, which tells a connection that outlived its cut-off from a reference
+/// held elsewhere.
+static LIVE_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn live_connection_tasks() -> usize {
+    LIVE_TASKS.load(Ordering::Relaxed)
+}
+
+struct LiveTask;
+
+impl LiveTask {
+    fn enter() -> LiveTask {
+        LIVE_TASKS.fetch_add(1, Ordering::Relaxed);
+        LiveTask
+    }
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        LIVE_TASKS.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -50,6 +50,12 @@ fn trial(path: std::path::PathBuf, lang: Lang, transport: Transport) -> Result<C
 }
 
 fn main() {
+    // The hub runs in this process: its shutdown says so when a stopped hub stays referenced
+    // (its store stays open and a restart on the same state dir fails).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("edgemodule_hub::server=warn"))
+        .with_writer(std::io::stderr)
+        .init();
     let args = Arguments::from_args();
     let mut trials = Vec::new();
     for path in scenarios() {
