@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Node package checks: npm ci, build the addon and edgemodule-hub (shared target dir, profile
+# Node package checks: npm ci, `npm install ./node` from a new project (its install hook builds
+# the addon on a fresh checkout), build the addon and edgemodule-hub (shared target dir, profile
 # ${CARGO_PROFILE:-dev}), the index.js/index.d.ts drift gate, tsc --noEmit, node --test against
 # a real hub. Exits non-zero on the first failure.
 set -euo pipefail
@@ -26,6 +27,22 @@ fi
 step "npm ci"
 # The package's install hook would build the addon; it is built explicitly below.
 EDGEMODULE_SKIP_BUILD=1 npm ci --no-audit --no-fund
+
+step "npm install ./node from a new project (the install hook builds the addon when none loads yet)"
+project="$(mktemp -d)"
+trap 'rm -rf "$project"' EXIT
+(
+  cd "$project"
+  npm init -y >/dev/null
+  CARGO_PROFILE="$profile" npm install --no-audit --no-fund "$root/node"
+  node -e '
+    require("edgemodule").ModuleClient.fromConnectionString("HostName=h").then(
+      () => { console.error("the installed package accepted a malformed connection string"); process.exit(1) },
+      (e) => {
+        if (e.code !== "INVALID_ARGUMENT") { console.error(e); process.exit(1) }
+        console.log("npm install ./node: the package loads and its addon answers")
+      })'
+)
 
 target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$root/Cargo.toml" |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the edgemodule wheel and runs the Python checks: stubtest and pytest against a real hub.
+# Builds the edgemodule wheel and runs the Python checks: stubtest, pytest against a real hub, and
+# `pip install ./py` into a clean venv as a user runs it.
 #
 # Needs only python3 (with venv and pip) and cargo; PyPI must be reachable for the pinned tools.
 # Environment:
@@ -60,3 +61,21 @@ step "pytest"
 # shellcheck disable=SC2086
 EDGEMODULE_HUB_BIN="$HUB_BIN" "$PY" -m pytest "$ROOT/py/tests" -c "$ROOT/py/pyproject.toml" \
   --rootdir "$ROOT/py" -p no:cacheprovider -ra ${PYTEST_ARGS:-}
+
+step "pip install ./py into a clean venv (the PEP 517 build a user runs, profile $PROFILE)"
+CLEAN_VENV="$TARGET_DIR/py-install-venv"
+rm -rf "$CLEAN_VENV"
+python3 -m venv "$CLEAN_VENV"
+CARGO_TARGET_DIR="$TARGET_DIR" MATURIN_PEP517_ARGS="--profile $PROFILE" \
+  "$CLEAN_VENV/bin/pip" install --quiet --disable-pip-version-check "$ROOT/py"
+"$CLEAN_VENV/bin/python" - <<'PY'
+import edgemodule
+
+try:
+    edgemodule.ModuleClient.create_from_connection_string("HostName=h")
+except edgemodule.EdgeError as e:
+    assert isinstance(e, ValueError) and e.code == "INVALID_ARGUMENT", (type(e), e.code)
+else:
+    raise SystemExit("the pip-installed package accepted a malformed connection string")
+print("pip install ./py: the package imports and its native module answers")
+PY
