@@ -124,6 +124,24 @@ impl RunningHub {
         .await
         .ok();
     }
+
+    /// The workload API and the control socket, as configured.
+    fn serve_unix_sockets(
+        &mut self,
+        config: &HubConfig,
+        state: &StateDir,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        if config.workload {
+            self.tasks.push(start_workload(&self.hub, &state.workload_socket_path(), stop.clone())?);
+        }
+        if config.control {
+            let listeners =
+                crate::control::Listeners { mqtt: self.mqtt_addr, https: self.https_addr, amqp: self.amqp_addr };
+            self.tasks.push(crate::control::start(self.hub.clone(), &state.control_socket_path(), listeners, stop)?);
+        }
+        Ok(())
+    }
 }
 
 /// Loads the deployment and state, binds every listener, and starts serving. A start that fails
@@ -169,26 +187,6 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
     }
     tracing::info!(%mqtt_addr, %https_addr, ?amqp_addr, modules = ?running.hub.module_ids(), "hub started");
     Ok(running)
-}
-
-impl RunningHub {
-    /// The workload API and the control socket, as configured.
-    fn serve_unix_sockets(
-        &mut self,
-        config: &HubConfig,
-        state: &StateDir,
-        stop: watch::Receiver<bool>,
-    ) -> Result<(), String> {
-        if config.workload {
-            self.tasks.push(start_workload(&self.hub, &state.workload_socket_path(), stop.clone())?);
-        }
-        if config.control {
-            let listeners =
-                crate::control::Listeners { mqtt: self.mqtt_addr, https: self.https_addr, amqp: self.amqp_addr };
-            self.tasks.push(crate::control::start(self.hub.clone(), &state.control_socket_path(), listeners, stop)?);
-        }
-        Ok(())
-    }
 }
 
 /// Ports below the kernel's ephemeral range (32768–60999 by default on Linux): neither a

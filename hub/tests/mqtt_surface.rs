@@ -223,15 +223,18 @@ async fn a_failed_start_leaves_the_store_free_at_once() {
     StateDir::init(dir.path(), "localhost").unwrap();
     let manifest = dir.path().join("deployment.json");
     std::fs::write(&manifest, deployment().to_string()).unwrap();
+    let assert_store_free = || {
+        if let Err(e) = Store::open(&dir.path().join("hub.redb")) {
+            panic!("the store is still held after the failed start: {e}");
+        }
+    };
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     for _ in 0..20 {
         let mut config = HubConfig::new(dir.path(), &manifest);
         (config.mqtt_port, config.https_port) = (0, taken.local_addr().unwrap().port());
         let Err(err) = start(config).await else { panic!("the hub started on a taken port") };
         assert!(matches!(err, StartError::PortInUse(_)), "{err}");
-        if let Err(e) = Store::open(&dir.path().join("hub.redb")) {
-            panic!("the store is still held after the failed start: {e}");
-        }
+        assert_store_free();
     }
     // A failure after the store is open (the workload socket cannot be bound) releases it too.
     let socket = StateDir::open(dir.path()).unwrap().workload_socket_path();
@@ -243,9 +246,7 @@ async fn a_failed_start_leaves_the_store_free_at_once() {
     };
     let Err(err) = start(free_ports()).await else { panic!("the hub started without its workload socket") };
     assert!(matches!(err, StartError::Other(_)), "{err}");
-    if let Err(e) = Store::open(&dir.path().join("hub.redb")) {
-        panic!("the store is still held after the failed start: {e}");
-    }
+    assert_store_free();
     std::fs::remove_dir_all(&socket).unwrap();
     start(free_ports()).await.unwrap().shutdown().await;
 }
